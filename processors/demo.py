@@ -81,10 +81,12 @@ def _reader(settings: Settings, topic: str) -> Consumer:
     return consumer
 
 
-def _count(consumer: Consumer, tally: Tally, expected: int, timeout_s: float, label: str) -> None:
+def _count(consumer: Consumer, tally: Tally, expected: int, timeout_s: float, workers: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout_s
-    with click.progressbar(length=expected, label=label) as bar:
+    with click.progressbar(length=expected, label="through the pipeline") as bar:
         while tally.forwarded + tally.dead_letters < expected and time.monotonic() < deadline:
+            if workers.poll() is not None:
+                raise click.ClickException("the workers stopped; see their log above")
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
@@ -112,7 +114,10 @@ def demo(traces: int, timeout: float) -> None:
     dead = _end_offsets(consumer, DEADLETTER.name)
     consumer.assign(consumer.assignment() + dead)
 
-    workers = subprocess.Popen([*llmpulse, "run", "all"], env={**env, "LLMPULSE_METRICS_PORT": "0"})
+    # Worker logs at WARNING: dead letters still show, the faust start-up banner does not.
+    workers = subprocess.Popen(
+        [*llmpulse, "run", "all"], env={**env, "LLMPULSE_METRICS_PORT": "0", "LLMPULSE_LOG_LEVEL": "WARNING"}
+    )
     try:
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
         pairs = list(demo_spans(traces, seed=uuid.uuid4().hex))
@@ -125,7 +130,7 @@ def demo(traces: int, timeout: float) -> None:
         producer.flush(30)
 
         tally = Tally()
-        _count(consumer, tally, len(pairs) + len(MALFORMED), timeout, "pipeline")
+        _count(consumer, tally, len(pairs) + len(MALFORMED), timeout, workers)
     finally:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)

@@ -46,11 +46,13 @@ def build_app(
     group id; tests pass a unique one so runs never share offsets.
     """
     app_id = app_id or f"llmpulse-{processor.name}"
+    datadir = Path(settings.state_dir) / app_id
+    datadir.mkdir(parents=True, exist_ok=True)  # faust does not create missing parents
     app = faust.App(
         app_id,
         broker=settings.kafka_url,
         store="memory://",
-        datadir=str(Path(settings.state_dir) / app_id),
+        datadir=str(datadir),
         autodiscover=False,
         web_enabled=False,  # metrics are served by prometheus_client instead
         topic_partitions=settings.topic_partitions,

@@ -36,9 +36,9 @@ class Settings(BaseSettings):
 
     Examples
     --------
-    >>> s = Settings(database_url="postgresql://u:pw@h/db")
-    >>> s.kafka_bootstrap_servers
-    '127.0.0.1:19092'
+    >>> s = Settings(kafka_bootstrap_servers="k1:9092", database_url="postgresql://u:pw@h/db")
+    >>> s.kafka_url
+    'kafka://k1:9092'
     >>> "pw" in repr(s)
     False
     >>> s.database_url_masked
