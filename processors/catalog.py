@@ -1,20 +1,44 @@
-"""The processors ``llmpulse run`` knows, by name."""
+"""The workers ``llmpulse run`` knows, by name.
+
+Two kinds: stream processors (plain logic in a faust agent, see
+:mod:`processors.runtime`) and sinks (batched database writers, see
+:mod:`sinks.runner`). Each runs as its own consumer group.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from processors.contract import Processor
-from processors.ingest import IngestProcessor
 from processors.settings import Settings
 
-#: name -> factory(settings) -> processor. Order is start order for `run all`.
+#: name -> factory(settings) -> processor, for faust processors.
 PROCESSORS: dict[str, Callable[[Settings], Processor]] = {
-    "ingest": lambda settings: IngestProcessor(),
+    "ingest": lambda settings: _ingest(settings),
 }
+
+#: name -> factory(settings) -> BatchSink, for sinks.
+SINKS: dict[str, Callable[[Settings], object]] = {
+    "trace-store": lambda settings: _trace_store(settings),
+}
+
+#: Every worker name; start order for ``llmpulse run all``.
+WORKERS: tuple[str, ...] = (*PROCESSORS, *SINKS)
+
+
+def _ingest(settings: Settings) -> Processor:
+    from processors.ingest import IngestProcessor
+
+    return IngestProcessor.from_settings(settings)
+
+
+def _trace_store(settings: Settings) -> object:
+    from sinks.trace_store import trace_store_sink
+
+    return trace_store_sink(settings)
 
 
 def make_processor(name: str, settings: Settings) -> Processor:
-    """Build the processor called ``name``.
+    """Build the faust processor called ``name``.
 
     >>> make_processor("ingest", Settings()).name
     'ingest'
@@ -24,3 +48,15 @@ def make_processor(name: str, settings: Settings) -> Processor:
     except KeyError:
         raise KeyError(f"unknown processor {name!r}; known: {', '.join(PROCESSORS)}") from None
     return factory(settings)
+
+
+def run(name: str, settings: Settings) -> None:
+    """Run worker ``name`` in this process until it is stopped."""
+    if name in SINKS:
+        from sinks.runner import run_sink
+
+        run_sink(SINKS[name](settings), settings)
+        return
+    from processors.runtime import run_worker  # faust is slow to import; only its workers need it
+
+    run_worker(make_processor(name, settings), settings)

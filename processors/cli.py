@@ -14,10 +14,13 @@ import time
 
 import click
 
-from processors.catalog import PROCESSORS, make_processor
+from processors.catalog import WORKERS
+from processors.catalog import run as run_named_worker
 from processors.demo import demo
 from processors.settings import Settings
+from processors.generate_cli import generate
 from sinks.db_cli import db
+from sinks.trace_cli import trace
 
 
 def _settings() -> Settings:
@@ -47,7 +50,7 @@ def config() -> None:
 
 
 @main.command()
-@click.argument("processor", type=click.Choice([*PROCESSORS, "all"]))
+@click.argument("processor", type=click.Choice([*WORKERS, "all"]))
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0: any free port, -1: off).")
 def run(processor: str, metrics_port: int | None) -> None:
     """Run one PROCESSOR as a worker (its own consumer group), or `all` for development.
@@ -61,16 +64,14 @@ def run(processor: str, metrics_port: int | None) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if processor == "all":
         sys.exit(_run_all())
-    from processors.runtime import run_worker  # faust is slow to import; only workers need it
-
-    run_worker(make_processor(processor, settings), settings)
+    run_named_worker(processor, settings)
 
 
 def _run_all() -> int:
     """Start one worker process per processor and stop them all together."""
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "processors.cli", "run", name], env=os.environ.copy())
-        for name in PROCESSORS
+        for name in WORKERS
     }
     click.echo(f"started {', '.join(f'{n} (pid {p.pid})' for n, p in procs.items())}; Ctrl-C stops all")
 
@@ -131,6 +132,8 @@ def topics_create() -> None:
 
 main.add_command(db)
 main.add_command(demo)
+main.add_command(generate)
+main.add_command(trace)
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import faust
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
 
 from processors.contract import Processor
 from processors.deadletter import SourceMessage, encode_dead_letter
@@ -67,6 +68,12 @@ def build_app(
     dead_letters = _raw_topic(app, DEADLETTER.name)
     outputs: dict[str, faust.TopicT] = {}
 
+    async def send(produced: list) -> None:
+        for out in produced:
+            topic = outputs.get(out.topic) or outputs.setdefault(out.topic, _raw_topic(app, out.topic))
+            await topic.send(key=out.key, value=out.value)
+            metrics.events_out.labels(processor.name, out.topic).inc()
+
     async def handle(event: faust.EventT) -> None:
         raw = event.message
         message = SourceMessage(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
@@ -83,10 +90,7 @@ def build_app(
             metrics.dead_letters.labels(processor.name, raw.topic, type(exc).__name__).inc()
             return
         metrics.processing_seconds.labels(processor.name).observe(time.perf_counter() - started)
-        for out in produced:
-            topic = outputs.get(out.topic) or outputs.setdefault(out.topic, _raw_topic(app, out.topic))
-            await topic.send(key=out.key, value=out.value)
-            metrics.events_out.labels(processor.name, out.topic).inc()
+        await send(produced)
         _record_lag(app, metrics, processor.name, raw)
 
     @app.agent(sources, name=processor.name)
@@ -94,7 +98,38 @@ def build_app(
         async for event in stream.events():
             await handle(event)
 
+    tick = getattr(processor, "tick", None)
+    if tick is not None:
+        # Time-driven work (releasing held traces) must happen even when no
+        # message arrives.
+        @app.timer(interval=1.0)
+        async def on_tick() -> None:
+            await send(tick())
+
+    if hasattr(processor, "samples"):
+        metrics.registry.register(ProcessorSamples(processor))
+
     return app, metrics
+
+
+class ProcessorSamples:
+    """Exports a processor's own counters (``processor.samples()``) at scrape time.
+
+    The logic keeps plain counters so it stays testable without Prometheus;
+    this collector reads them only when Prometheus asks.
+    """
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        families: dict[str, CounterMetricFamily] = {}
+        for name, doc, labels, value in self.processor.samples():
+            family = families.get(name)
+            if family is None:
+                family = families[name] = CounterMetricFamily(name, doc, labels=["processor", *labels])
+            family.add_metric([self.processor.name, *labels.values()], value)
+        return list(families.values())
 
 
 def _record_lag(app: faust.App, metrics: ProcessorMetrics, name: str, raw: faust.types.Message) -> None:

@@ -13,6 +13,10 @@ Environment variables (all optional; defaults match ``make services``):
 ``LLMPULSE_LOG_LEVEL``         ``DEBUG``, ``INFO``, ``WARNING``...
 ``LLMPULSE_KAFKA_SESSION_TIMEOUT_S`` consumer session timeout, seconds
 ``LLMPULSE_STATE_DIR``         local worker state (faust data dirs)
+``LLMPULSE_PRICES_FILE``       price-table overrides (JSON, docs/pricing.md)
+``LLMPULSE_PII_PATTERNS``      extra PII patterns, JSON ``{"NAME": "regex"}``
+``LLMPULSE_SAMPLING_BUDGETS``  spans/s per project, ``proj=200,*=1000``
+``LLMPULSE_SAMPLING_SLOW_MS``  traces at least this slow are always kept
 =============================  =============================================
 
 Settings are frozen and passed down explicitly: no module-level singleton that
@@ -73,6 +77,15 @@ class Settings(BaseSettings):
     state_dir: str = Field(
         str(Path.home() / ".local" / "state" / "llmpulse"),
         validation_alias=AliasChoices("LLMPULSE_STATE_DIR", "state_dir"),
+    )
+
+    prices_file: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_PRICES_FILE", "prices_file"))
+    pii_patterns: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_PII_PATTERNS", "pii_patterns"))
+    sampling_budgets: str | None = Field(
+        None, validation_alias=AliasChoices("LLMPULSE_SAMPLING_BUDGETS", "sampling_budgets")
+    )
+    sampling_slow_ms: float = Field(
+        10_000.0, gt=0, validation_alias=AliasChoices("LLMPULSE_SAMPLING_SLOW_MS", "sampling_slow_ms")
     )
 
     @field_validator("kafka_bootstrap_servers")

@@ -30,3 +30,24 @@ def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0, *, 
     finally:
         consumer.close()
     return found
+
+
+def skip_backlog(bootstrap: str, group: str, topics: list[str]) -> None:
+    """Commit ``group``'s offsets at the end of ``topics``.
+
+    Workers in tests use their real consumer groups; what earlier runs left
+    unread on this broker is not the test's business and would only delay it.
+    The group must have no active member.
+    """
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        ends = []
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=15).topics[topic].partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+                ends.append(TopicPartition(topic, partition, high))
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()

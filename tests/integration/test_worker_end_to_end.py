@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
-from processors.topics import DEADLETTER, SPANS, SPANS_ENRICHED
+from processors.topics import DEADLETTER, OTLP_SPANS, SPANS, SPANS_ENRICHED
 from schemas.codec import decode, encode, encode_json
 from schemas.samples import sample
-from tests.integration.helpers import consume
+from tests.integration.helpers import consume, skip_backlog
 
 
 def _free_port() -> int:
@@ -26,6 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ingest_worker(bootstrap, tmp_path):
+    skip_backlog(bootstrap, "llmpulse-ingest", [SPANS.name, OTLP_SPANS.name])
     port = _free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LLMPULSE_STATE_DIR": str(tmp_path)}
     log = open(tmp_path / "worker.log", "wb")

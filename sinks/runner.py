@@ -1,0 +1,229 @@
+"""Run a batching sink as a Kafka consumer group: consume, write, then commit.
+
+Offsets are committed only after the batch is in the database, so a crash
+replays at most the batches in flight (the writes are idempotent). When the
+database is unreachable the runner pauses its partitions, backs off
+(exponential with jitter) and retries the *same* batch until it is written:
+nothing is lost and nothing is skipped. A message that cannot be decoded, or
+a row the database rejects on its own, goes to the dead-letter topic.
+
+faust is not used here: a sink needs manual commits after a database write
+and pause/resume while retrying, which a plain librdkafka consumer gives
+directly and faster.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from processors.deadletter import SourceMessage, encode_dead_letter
+from processors.metrics import ProcessorMetrics
+from processors.settings import Settings
+from processors.topics import DEADLETTER
+
+log = logging.getLogger(__name__)
+Record = TypeVar("Record")
+
+
+@dataclass
+class BatchSink(Generic[Record]):
+    """What a sink provides: how to read one message, how to write a batch.
+
+    ``write`` raises :class:`psycopg.OperationalError` for transient failures
+    (retried) and anything else when the batch itself is bad (the runner then
+    writes its records one by one to find and dead-letter the bad ones).
+    """
+
+    name: str
+    topics: tuple[str, ...]
+    decode: Callable[[bytes], Record]
+    write: Callable[[Sequence[Record]], Any]
+
+
+class SinkRunner(Generic[Record]):
+    """Consume ``sink.topics`` as group ``llmpulse-<sink.name>`` and write batches."""
+
+    def __init__(
+        self,
+        sink: BatchSink[Record],
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        *,
+        batch_size: int = 2000,
+        max_wait_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        group_id: str | None = None,
+    ) -> None:
+        self.sink = sink
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.max_backoff_s = max_backoff_s
+        self.stopping = threading.Event()
+        registry = registry or CollectorRegistry()
+        self.metrics = ProcessorMetrics(sink.name, registry)
+        self.retries = Counter(
+            "llmpulse_sink_retries", "Batch writes retried after a transient database error.",
+            ["processor"], registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "llmpulse_sink_batch_seconds", "Time to write one batch, retries excluded.",
+            ["processor"], registry=registry,
+        )
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": group_id or f"llmpulse-{sink.name}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+            # Large batches are consumed together; the default 1 MiB per
+            # partition would cut them short.
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        })
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume and write until :meth:`stop` is called."""
+        self.consumer.subscribe(list(self.sink.topics))
+        log.info("%s: consuming %s", self.sink.name, ", ".join(self.sink.topics))
+        try:
+            while not self.stopping.is_set():
+                messages = self.consumer.consume(self.batch_size, timeout=self.max_wait_s)
+                if messages:
+                    self.handle(messages)
+        finally:
+            self.consumer.close()
+            self.producer.flush(30)
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return."""
+        self.stopping.set()
+
+    def handle(self, messages: list[Message]) -> None:
+        """Decode, write (retrying), dead-letter what is bad, then commit."""
+        records: list[tuple[Message, Record]] = []
+        for msg in messages:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error %s", self.sink.name, msg.error())
+                continue
+            self.metrics.events_in.labels(self.sink.name, msg.topic()).inc()
+            try:
+                records.append((msg, self.sink.decode(msg.value())))
+            except Exception as exc:  # a message we cannot read is that message's fault
+                self._dead_letter(msg, exc)
+        if records:
+            self._write_all(records)
+        self.producer.flush(30)  # dead letters are durable before their offsets are committed
+        self._commit(messages)
+
+    def _write_all(self, records: list[tuple[Message, Record]]) -> None:
+        started = time.perf_counter()
+        try:
+            self._write_retrying([r for _, r in records])
+        except (psycopg.OperationalError, InterruptedError):
+            raise
+        except Exception as exc:
+            # One bad row fails the whole batch; find it by writing one at a time.
+            log.warning("%s: batch of %d rejected (%s); writing one by one", self.sink.name, len(records), exc)
+            for msg, record in records:
+                try:
+                    self._write_retrying([record])
+                except (psycopg.OperationalError, InterruptedError):
+                    raise
+                except Exception as row_exc:
+                    self._dead_letter(msg, row_exc)
+        self.batch_seconds.labels(self.sink.name).observe(time.perf_counter() - started)
+        self.metrics.events_out.labels(self.sink.name, "database").inc(len(records))
+
+    def _write_retrying(self, batch: Sequence[Record]) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_exponential_jitter(initial=0.5, max=self.max_backoff_s),
+            sleep=self._sleep_paused,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.sink.write(batch)
+        self._resume()
+
+    def _sleep_paused(self, seconds: float) -> None:
+        # Stay in the group while waiting: poll with partitions paused, so the
+        # broker sees a live member and no messages pile up in memory.
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stopping.is_set():
+                raise InterruptedError(f"{self.sink.name}: stopped while the database was unavailable")
+            self.consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _resume(self) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+
+    def _log_retry(self, state: Any) -> None:
+        self.retries.labels(self.sink.name).inc()
+        log.warning(
+            "%s: database unavailable (%s); retry %d in %.1fs",
+            self.sink.name, state.outcome.exception(), state.attempt_number, state.next_action.sleep,
+        )
+
+    def _dead_letter(self, msg: Message, exc: BaseException) -> None:
+        source = SourceMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        log.warning("%s: dead-lettering %s[%d]@%d: %s", self.sink.name, msg.topic(), msg.partition(), msg.offset(), exc)
+        self.producer.produce(DEADLETTER.name, key=msg.key(), value=encode_dead_letter(self.sink.name, source, exc))
+        self.metrics.dead_letters.labels(self.sink.name, msg.topic(), type(exc).__name__).inc()
+
+    def _commit(self, messages: list[Message]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if not msg.error():
+                key = (msg.topic(), msg.partition())
+                next_offsets[key] = max(next_offsets.get(key, 0), msg.offset() + 1)
+        if not next_offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=False
+            )
+        except Exception as exc:  # partitions moved during a long retry: the new owner replays them
+            log.warning("%s: commit failed (%s); the batch will be replayed, writes are idempotent", self.sink.name, exc)
+        for (topic, partition), offset in next_offsets.items():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except Exception:
+                continue
+            if high is not None and high >= 0:
+                self.metrics.consumer_lag.labels(self.sink.name, topic, str(partition)).set(max(0, high - offset))
+
+
+def run_sink(sink: BatchSink[Any], settings: Settings) -> None:
+    """Run ``sink`` in this process until SIGTERM/SIGINT, serving /metrics."""
+    import signal
+
+    from processors.metrics import serve_metrics
+
+    registry = CollectorRegistry()
+    serve_metrics(settings.metrics_port, registry)
+    runner = SinkRunner(sink, settings, registry)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    try:
+        runner.run()
+    except InterruptedError as exc:
+        log.warning("%s", exc)

@@ -1,0 +1,17 @@
+"""``make bench``: every benchmark, results in docs/benchmarks/*.json."""
+from __future__ import annotations
+
+from tests.bench import logic, pipeline, retrieval
+
+
+def main() -> None:
+    print("== plain logic, in process ==", flush=True)
+    logic.main()
+    print("== workers through Kafka and PostgreSQL ==", flush=True)
+    pipeline.main([])
+    print("== trace retrieval with >= 1,000,000 spans stored ==", flush=True)
+    retrieval.main([])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Throughput of the real workers: ingest, then trace store, each one process.
+
+    python -m tests.bench.pipeline [--spans 200000]
+
+Publishes realistic traffic to ``llm.spans`` while no worker runs, then lets
+each worker drain its backlog alone and times it:
+
+- raw: a bare confluent-kafka consumer reading the same ``llm.spans`` backlog
+  (the ceiling: what the broker and client give with no work at all);
+- ingest: ``llmpulse run ingest`` (faust) until ``llm.spans.enriched`` holds
+  every span (decode, PII masking, cost, encode, produce);
+- trace store: ``llmpulse run trace-store`` until its consumer group has
+  committed the whole ``llm.spans.enriched`` backlog (decode, COPY, upsert,
+  trace summaries) into a fresh database.
+
+Results go to ``docs/benchmarks/pipeline.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from processors.generator import TrafficModel
+from processors.settings import Settings
+from processors.topics import SPANS, SPANS_ENRICHED
+from schemas.codec import encode
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "pipeline.json"
+
+
+def _partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    meta = consumer.list_topics(topic, timeout=15).topics[topic]
+    return [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+
+
+def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
+    return {tp.partition: consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in _partitions(consumer, topic)}
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = probe.committed(_partitions(probe, topic), timeout=15)
+        # No commit yet means the group starts at the beginning of the log.
+        low = {tp.partition: probe.get_watermark_offsets(tp, timeout=15)[0] for tp in parts}
+        return {tp.partition: (tp.offset if tp.offset >= 0 else low[tp.partition]) for tp in parts}
+    finally:
+        probe.close()
+
+
+def publish(bootstrap: str, spans: int, seed: int) -> int:
+    """Publish about ``spans`` spans as Avro; return the exact count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "compression.type": "lz4"})
+    model = TrafficModel(seed=seed)
+    sent = 0
+    for trace in model.traces(10**9):
+        for span in trace:
+            producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
+            sent += 1
+            if sent % 10_000 == 0:
+                producer.poll(0)
+        if sent >= spans:
+            break
+    producer.flush(120)
+    return sent
+
+
+def raw_consume_rate(bootstrap: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float]:
+    """Messages/s of a bare consumer over the [start, end) backlog of llm.spans."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "max.partition.fetch.bytes": 8 << 20})
+    consumer.assign([TopicPartition(SPANS.name, p, o) for p, o in start.items()])
+    total = sum(end[p] - start[p] for p in start)
+    seen = 0
+    began = time.perf_counter()
+    while seen < total:
+        seen += sum(1 for m in consumer.consume(5000, timeout=1.0) if not m.error())
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    return total, elapsed
+
+
+def _worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "processors.cli", "run", name, "--metrics-port", "-1"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def drain(name: str, env: dict[str, str], log: Path, done) -> float:
+    """Start worker ``name`` and return seconds until ``done()`` holds."""
+    began = time.perf_counter()
+    proc = _worker(name, env, log)
+    try:
+        while not done():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {log}")
+            time.sleep(0.2)
+        return time.perf_counter() - began
+    finally:
+        _stop(proc)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    bootstrap = settings.kafka_bootstrap_servers
+    admin_url = settings.database_url.get_secret_value()
+    bench_db = "llmpulse_bench_pipeline"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {bench_db} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {bench_db}")
+    info = psycopg.conninfo.conninfo_to_dict(admin_url) | {"dbname": bench_db}
+    bench_url = psycopg.conninfo.make_conninfo(**info)
+    subprocess.run([sys.executable, "-m", "processors.cli", "db", "migrate", "--database-url", bench_url],
+                   check=True, stdout=subprocess.DEVNULL)
+
+    logs = Path(settings.state_dir) / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DATABASE_URL": bench_url, "LLMPULSE_LOG_LEVEL": "WARNING"}
+
+    # Let each worker catch up with what is already there, so the timed
+    # backlog is exactly what this run publishes.
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    for name, topic, group in (("ingest", SPANS.name, "llmpulse-ingest"),
+                               ("trace-store", SPANS_ENRICHED.name, "llmpulse-trace-store")):
+        drain(name, env, logs / f"{name}.log",
+              lambda: _committed(bootstrap, group, topic) == _ends(probe, topic))
+
+    start = _ends(probe, SPANS.name)
+    print(f"publishing ~{args.spans} spans ...", flush=True)
+    published = publish(bootstrap, args.spans, seed=int(time.time()))
+    end = _ends(probe, SPANS.name)
+    raw_n, raw_s = raw_consume_rate(bootstrap, start, end)
+
+    enriched_start = sum(_ends(probe, SPANS_ENRICHED.name).values())
+    ingest_s = drain("ingest", env, logs / "ingest.log",
+                     lambda: sum(_ends(probe, SPANS_ENRICHED.name).values()) - enriched_start >= published)
+    enriched_end = _ends(probe, SPANS_ENRICHED.name)
+    store_s = drain("trace-store", env, logs / "trace-store.log",
+                    lambda: _committed(bootstrap, "llmpulse-trace-store", SPANS_ENRICHED.name) == enriched_end)
+    probe.close()
+    with psycopg.connect(bench_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+
+    result = {
+        "spans": published,
+        "raw_consume_spans_per_s": round(raw_n / raw_s),
+        "ingest_spans_per_s": round(published / ingest_s),
+        "trace_store_spans_per_s": round(published / store_s),
+        "ingest_vs_raw": round(published / ingest_s / (raw_n / raw_s), 3),
+        "trace_store_vs_raw": round(published / store_s / (raw_n / raw_s), 3),
+        "spans_in_database": stored,
+        "note": "wall time from worker start (includes start-up and group join) until the backlog is drained",
+        "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
