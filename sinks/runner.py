@@ -78,9 +78,10 @@ class SinkRunner(Generic[Record]):
             "llmpulse_sink_batch_seconds", "Time to write one batch, retries excluded.",
             ["processor"], registry=registry,
         )
+        self.group_id = group_id or f"llmpulse-{sink.name}"
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": group_id or f"llmpulse-{sink.name}",
+            "group.id": self.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
@@ -149,7 +150,7 @@ class SinkRunner(Generic[Record]):
     def _write_retrying(self, batch: Sequence[Record]) -> None:
         retrying = Retrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(initial=0.5, max=self.max_backoff_s),
+            wait=wait_exponential_jitter(multiplier=0.5, max=self.max_backoff_s),
             sleep=self._sleep_paused,
             before_sleep=self._log_retry,
             reraise=True,

@@ -148,13 +148,6 @@ def kept_traces(events: list[Event], out: list[dict[str, Any]]) -> set[str]:
     return {s["trace_id"] for s in out} & {s["trace_id"] for _, s in events}
 
 
-def totals(sampler: TraceSampler) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for counts in sampler.stats().values():
-        total.update(counts)
-    return total
-
-
 # -- under budget ------------------------------------------------------------
 
 
