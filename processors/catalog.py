@@ -1,7 +1,8 @@
 """The workers ``llmpulse run`` knows, by name.
 
-Two kinds: stream processors (plain logic in a faust agent, see
-:mod:`processors.runtime`) and sinks (batched database writers, see
+Two kinds: stream processors (plain logic run by librdkafka,
+:mod:`processors.kafka_runtime`, or by a faust agent, :mod:`processors.runtime`,
+as ``LLMPULSE_ENGINE`` says) and sinks (batched database writers, see
 :mod:`sinks.runner`). Each runs as its own consumer group.
 """
 from __future__ import annotations
@@ -57,6 +58,12 @@ def run(name: str, settings: Settings) -> None:
 
         run_sink(SINKS[name](settings), settings)
         return
-    from processors.runtime import run_worker  # faust is slow to import; only its workers need it
+    processor = make_processor(name, settings)
+    if settings.engine == "faust":
+        from processors.runtime import run_worker  # faust is slow to import; only its workers need it
 
-    run_worker(make_processor(name, settings), settings)
+        run_worker(processor, settings)
+    else:
+        from processors.kafka_runtime import run_kafka_worker
+
+        run_kafka_worker(processor, settings)

@@ -52,15 +52,17 @@ def config() -> None:
 @main.command()
 @click.argument("processor", type=click.Choice([*WORKERS, "all"]))
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0: any free port, -1: off).")
-def run(processor: str, metrics_port: int | None) -> None:
+@click.option("--engine", type=click.Choice(["kafka", "faust"]), default=None,
+              help="Stream engine for processors (default: LLMPULSE_ENGINE or kafka).")
+def run(processor: str, metrics_port: int | None, engine: str | None) -> None:
     """Run one PROCESSOR as a worker (its own consumer group), or `all` for development.
 
     Start the same processor several times, on this or other machines, to
     scale out: its consumer group shares the topic partitions among them.
     """
     settings = _settings()
-    if metrics_port is not None:
-        settings = settings.model_copy(update={"metrics_port": metrics_port})
+    overrides = {"metrics_port": metrics_port, "engine": engine}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if processor == "all":
         sys.exit(_run_all())

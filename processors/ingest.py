@@ -25,7 +25,7 @@ from processors.pricing import PriceTable, UnknownModels
 from processors.sampling import TraceSampler, parse_budgets
 from processors.settings import Settings
 from processors.topics import OTLP_SPANS, SPANS, SPANS_ENRICHED
-from schemas.codec import decode, encode
+from schemas.codec import decode, encode, encode_decoded
 
 Sample = tuple[str, str, dict[str, str], float]
 
@@ -71,14 +71,16 @@ class IngestProcessor:
         if message.value is None:
             raise ValueError(f"empty message value (tombstone) on {message.topic}")
         if message.topic == OTLP_SPANS.name:
-            spans = spans_from_otlp(message.value)
-        else:
-            spans = [decode(message.value, expected="span")]
-        return self._outputs(self._kept(self._enrich(span) for span in spans))
+            # Mapped by our code from foreign attributes: validate on the way out.
+            return self._outputs(self._kept(self._enrich(span) for span in spans_from_otlp(message.value)), encode)
+        # Decoded and validated already; masking and cost change only strings
+        # and a float, so re-validating would double the encoder's cost.
+        span = decode(message.value, expected="span")
+        return self._outputs(self._kept([self._enrich(span)]), encode_decoded)
 
     def tick(self) -> list[Output]:
         """Release sampled traces whose decision time has come (called every second)."""
-        return self._outputs(self.sampler.flush_expired()) if self.sampler else []
+        return self._outputs(self.sampler.flush_expired(), encode) if self.sampler else []
 
     def _enrich(self, span: dict) -> dict:
         span = self.masker.mask_span(span, self.masked)
@@ -95,10 +97,10 @@ class IngestProcessor:
         return [kept for span in spans for kept in self.sampler.offer(span)]
 
     @staticmethod
-    def _outputs(spans: list[dict]) -> list[Output]:
+    def _outputs(spans: list[dict], encoder) -> list[Output]:  # noqa: ANN001 - encode or encode_decoded
         # Key by trace id, whatever the producer used: every span of a trace
         # must reach the same partition downstream (sampling, trace store).
-        return [Output(SPANS_ENRICHED.name, span["trace_id"].encode(), encode("span", span)) for span in spans]
+        return [Output(SPANS_ENRICHED.name, span["trace_id"].encode(), encoder("span", span)) for span in spans]
 
     def samples(self) -> list[Sample]:
         """Counters for Prometheus: (metric, help, labels, value)."""

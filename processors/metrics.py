@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,26 @@ class ProcessorMetrics:
         labels.setdefault("processor", self.processor)
         found = self.registry.get_sample_value(name, labels)
         return found if found is not None else 0.0
+
+
+class ProcessorSamples:
+    """Exports a processor's own counters (``processor.samples()``) at scrape time.
+
+    The logic keeps plain counters so it stays testable without Prometheus;
+    this collector reads them only when Prometheus asks.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        families: dict[str, CounterMetricFamily] = {}
+        for name, doc, labels, value in self.processor.samples():
+            family = families.get(name)
+            if family is None:
+                family = families[name] = CounterMetricFamily(name, doc, labels=["processor", *labels])
+            family.add_metric([self.processor.name, *labels.values()], value)
+        return list(families.values())
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> int | None:

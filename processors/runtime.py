@@ -17,11 +17,10 @@ from pathlib import Path
 
 import faust
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
 
 from processors.contract import Processor
 from processors.deadletter import SourceMessage, encode_dead_letter
-from processors.metrics import ProcessorMetrics, serve_metrics
+from processors.metrics import ProcessorMetrics, ProcessorSamples, serve_metrics
 from processors.settings import Settings
 from processors.topics import DEADLETTER
 
@@ -110,26 +109,6 @@ def build_app(
         metrics.registry.register(ProcessorSamples(processor))
 
     return app, metrics
-
-
-class ProcessorSamples:
-    """Exports a processor's own counters (``processor.samples()``) at scrape time.
-
-    The logic keeps plain counters so it stays testable without Prometheus;
-    this collector reads them only when Prometheus asks.
-    """
-
-    def __init__(self, processor: Processor) -> None:
-        self.processor = processor
-
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
-        families: dict[str, CounterMetricFamily] = {}
-        for name, doc, labels, value in self.processor.samples():
-            family = families.get(name)
-            if family is None:
-                family = families[name] = CounterMetricFamily(name, doc, labels=["processor", *labels])
-            family.add_metric([self.processor.name, *labels.values()], value)
-        return list(families.values())
 
 
 def _record_lag(app: faust.App, metrics: ProcessorMetrics, name: str, raw: faust.types.Message) -> None:

@@ -13,6 +13,7 @@ Environment variables (all optional; defaults match ``make services``):
 ``LLMPULSE_LOG_LEVEL``         ``DEBUG``, ``INFO``, ``WARNING``...
 ``LLMPULSE_KAFKA_SESSION_TIMEOUT_S`` consumer session timeout, seconds
 ``LLMPULSE_STATE_DIR``         local worker state (faust data dirs)
+``LLMPULSE_ENGINE``            ``kafka`` (librdkafka, default) or ``faust``
 ``LLMPULSE_PRICES_FILE``       price-table overrides (JSON, docs/pricing.md)
 ``LLMPULSE_PII_PATTERNS``      extra PII patterns, JSON ``{"NAME": "regex"}``
 ``LLMPULSE_SAMPLING_BUDGETS``  spans/s per project, ``proj=200,*=1000``
@@ -26,6 +27,7 @@ settings (or an exception that includes them) never leaks a password.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +81,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LLMPULSE_STATE_DIR", "state_dir"),
     )
 
+    engine: Literal["kafka", "faust"] = Field("kafka", validation_alias=AliasChoices("LLMPULSE_ENGINE", "engine"))
     prices_file: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_PRICES_FILE", "prices_file"))
     pii_patterns: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_PII_PATTERNS", "pii_patterns"))
     sampling_budgets: str | None = Field(

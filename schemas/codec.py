@@ -13,7 +13,9 @@ current schema of the expected record.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from io import BytesIO
 from pathlib import Path
@@ -56,6 +58,10 @@ class _Incoming:
     read: Any  # generated reader when the writer is current, else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 @dataclass(frozen=True, slots=True)
 class _Current:
     """Everything needed to encode, or to read JSON for, one record name."""
@@ -66,6 +72,9 @@ class _Current:
     write: Any  # generated writer, or None to use fastavro's
     to_json: Any
     from_json: Any
+    # Top-level timestamp fields, or None when a timestamp hides in a nested
+    # type (then encode_decoded falls back to the validating path).
+    timestamps: tuple[str, ...] | None = None
 
 
 class Codec:
@@ -103,6 +112,7 @@ class Codec:
                 write=_writer_or_none(schema),
                 to_json=compile_normalizer(schema, target="json", root=name),
                 from_json=compile_normalizer(schema, target="python", json_input=True, root=name),
+                timestamps=_top_level_timestamps(schema),
             )
             read_current = compile_reader(schema)
             for v in self._catalog.versions(name):
@@ -178,6 +188,33 @@ class Codec:
         buf.write(current.header)
         schemaless_writer(buf, current.schema, value)
         return buf.getvalue()
+
+    def encode_decoded(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Encode a record that :meth:`decode` produced, skipping validation.
+
+        For hot paths that decode, change a few values in place (strings,
+        numbers) and re-encode: the record is already in the schema's shape, so
+        only timestamps are converted. Anything else must use :meth:`encode`.
+
+        Examples
+        --------
+        >>> from schemas.samples import sample
+        >>> codec = Codec()
+        >>> data = codec.encode("span", sample("span"))
+        >>> codec.encode_decoded("span", codec.decode(data, "span")) == data
+        True
+        """
+        current = self._lookup(name)
+        if current.write is None or current.timestamps is None:
+            return self.encode(name, record)
+        value = dict(record)
+        for field_name in current.timestamps:
+            at = value.get(field_name)
+            if at is not None:
+                value[field_name] = (at - _EPOCH) // _MICROSECOND
+        out = bytearray(current.header)
+        current.write(value, out)
+        return bytes(out)
 
     def encode_json(self, name: str, record: Any) -> bytes:
         """Validate ``record`` and encode it as UTF-8 natural JSON.
@@ -325,6 +362,42 @@ def default_codec() -> Codec:
     return Codec(Catalog.from_directory(SHIPPED_DIR))
 
 
+def _top_level_timestamps(schema: dict) -> tuple[str, ...] | None:
+    """Names of top-level timestamp fields; None if one hides deeper.
+
+    >>> _top_level_timestamps({"type": "record", "name": "r", "fields": [
+    ...     {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}]})
+    ('t',)
+    """
+
+    def is_ts(t: Any) -> bool:
+        return isinstance(t, dict) and t.get("logicalType") == "timestamp-micros"
+
+    def nested_ts(t: Any) -> bool:
+        if isinstance(t, list):
+            return any(nested_ts(b) for b in t)
+        if isinstance(t, dict):
+            if is_ts(t):
+                return True
+            kind = t.get("type")
+            if kind == "record":
+                return any(nested_ts(f["type"]) for f in t["fields"])
+            if kind == "array":
+                return nested_ts(t["items"])
+            if kind == "map":
+                return nested_ts(t["values"])
+        return False
+
+    found = []
+    for f in schema["fields"]:
+        branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+        if any(is_ts(b) for b in branches):
+            found.append(f["name"])
+        elif nested_ts(f["type"]):
+            return None
+    return tuple(found)
+
+
 def encode(name: str, record: Any) -> bytes:
     """:meth:`Codec.encode` with the :func:`default_codec`.
 
@@ -335,6 +408,16 @@ def encode(name: str, record: Any) -> bytes:
     b'\\xc3\\x01'
     """
     return default_codec().encode(name, record)
+
+
+def encode_decoded(name: str, record: Mapping[str, Any]) -> bytes:
+    """:meth:`Codec.encode_decoded` with the :func:`default_codec`.
+
+    >>> from schemas.samples import sample
+    >>> encode_decoded("span", decode(encode("span", sample("span")), "span"))[:2]
+    b'\\xc3\\x01'
+    """
+    return default_codec().encode_decoded(name, record)
 
 
 def encode_json(name: str, record: Any) -> bytes:

@@ -24,14 +24,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def ingest_worker(bootstrap, tmp_path):
+@pytest.fixture(params=["faust", "kafka"])
+def ingest_worker(request, bootstrap, tmp_path):
     skip_backlog(bootstrap, "llmpulse-ingest", [SPANS.name, OTLP_SPANS.name])
     port = _free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LLMPULSE_STATE_DIR": str(tmp_path)}
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "run", "ingest", "--metrics-port", str(port)],
+        [sys.executable, "-m", "processors.cli", "run", "ingest", "--metrics-port", str(port),
+         "--engine", request.param],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     yield proc, port

@@ -485,3 +485,22 @@ def test_general_unions_fall_back_to_fastavro(schema_dir_factory):
         assert codec.decode(codec.encode_json("probe", {"value": value}), "probe") == {"value": value}
     with expect_error("probe.value", "expected one of [null, string, long], got float"):
         codec.encode("probe", {"value": 1.5})
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_encode_decoded_matches_the_validating_encoder(name) -> None:
+    codec = Codec()
+    data = codec.encode(name, sample(name))
+    assert codec.encode_decoded(name, codec.decode(data, name)) == data
+
+
+def test_encode_decoded_on_generated_spans_with_changed_values() -> None:
+    from processors.generator import TrafficModel
+
+    codec = Codec()
+    for trace in TrafficModel(seed=5).traces(50):
+        for span in trace:
+            decoded = codec.decode(codec.encode("span", span), "span")
+            decoded["input"] = "<EMAIL> asked"
+            decoded["cost_usd"] = 0.25
+            assert codec.encode_decoded("span", decoded) == codec.encode("span", decoded)

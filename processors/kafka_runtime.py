@@ -1,0 +1,161 @@
+"""The librdkafka runtime for stateless processors: consume, call, produce, commit.
+
+Same contract as the faust runtime (:mod:`processors.runtime`): a plain
+processor, one consumer group ``llmpulse-<name>`` per processor, dead letters
+for bad input, the same Prometheus metrics. It exists because per-message
+overhead matters on the ingest path: faust's pure-Python client and
+per-message ``send`` futures cost more than the whole ingest logic
+(docs/benchmarks/pipeline.json has both measured), while confluent-kafka
+batches in C. Processors that keep state in faust tables stay on faust.
+
+Delivery is at-least-once: a batch's outputs (and dead letters) are flushed to
+the broker before the batch's offsets are committed.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from processors.contract import Output, Processor
+from processors.deadletter import SourceMessage, encode_dead_letter
+from processors.metrics import ProcessorMetrics, ProcessorSamples, serve_metrics
+from processors.settings import Settings
+from processors.topics import DEADLETTER
+
+log = logging.getLogger(__name__)
+
+
+class KafkaRuntime:
+    """Runs ``processor`` over its source topics with confluent-kafka."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        *,
+        group_id: str | None = None,
+        batch_size: int = 2000,
+        tick_interval_s: float = 1.0,
+    ) -> None:
+        self.processor = processor
+        self.batch_size = batch_size
+        self.tick_interval_s = tick_interval_s
+        self.stopping = threading.Event()
+        self.failed: KafkaError | None = None
+        self.metrics = ProcessorMetrics(processor.name, registry or CollectorRegistry())
+        if hasattr(processor, "samples"):
+            self.metrics.registry.register(ProcessorSamples(processor))
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": group_id or f"llmpulse-{processor.name}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        })
+        self.producer = Producer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        })
+
+    def run(self) -> None:
+        """Process until :meth:`stop`; the batch in hand is finished first."""
+        self.consumer.subscribe(list(self.processor.sources))
+        log.info("%s: consuming %s", self.processor.name, ", ".join(self.processor.sources))
+        next_tick = time.monotonic() + self.tick_interval_s
+        try:
+            while not self.stopping.is_set():
+                messages = self.consumer.consume(self.batch_size, timeout=0.2)
+                for msg in messages:
+                    self._handle(msg)
+                if time.monotonic() >= next_tick:
+                    self._tick()
+                    next_tick = time.monotonic() + self.tick_interval_s
+                if messages:
+                    self._flush_and_commit(messages)
+        finally:
+            self.producer.flush(30)
+            self.consumer.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self.stopping.set()
+
+    def _handle(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consumer error %s", self.processor.name, msg.error())
+            return
+        message = SourceMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        self.metrics.events_in.labels(self.processor.name, message.topic).inc()
+        started = time.perf_counter()
+        try:
+            produced = self.processor.process(message)
+        except Exception as exc:  # any failure of pure logic on one message is that message's fault
+            log.warning("dead-lettering %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset,
+                        type(exc).__name__, exc)
+            self._produce(Output(DEADLETTER.name, message.key, encode_dead_letter(self.processor.name, message, exc)))
+            self.metrics.dead_letters.labels(self.processor.name, message.topic, type(exc).__name__).inc()
+            return
+        finally:
+            self.metrics.processing_seconds.labels(self.processor.name).observe(time.perf_counter() - started)
+        for out in produced:
+            self._produce(out)
+            self.metrics.events_out.labels(self.processor.name, out.topic).inc()
+
+    def _tick(self) -> None:
+        tick = getattr(self.processor, "tick", None)
+        for out in tick() if tick else ():
+            self._produce(out)
+            self.metrics.events_out.labels(self.processor.name, out.topic).inc()
+
+    def _produce(self, out: Output) -> None:
+        while True:
+            try:
+                self.producer.produce(out.topic, key=out.key, value=out.value, on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: let librdkafka send some, then retry
+                self.producer.poll(0.05)
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            # Idempotent producer retries transient errors itself; reaching here
+            # is fatal for the batch, so stop rather than commit past it.
+            log.error("%s: delivery failed: %s; stopping without committing", self.processor.name, err)
+            self.failed = err
+            self.stop()
+
+    def _flush_and_commit(self, messages: list[Message]) -> None:
+        remaining = self.producer.flush(60)
+        if remaining or self.failed is not None:
+            raise RuntimeError(f"{self.processor.name}: {remaining} messages undelivered ({self.failed}); "
+                               "offsets not committed, the batch will be replayed")
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if not msg.error():
+                offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        if not offsets:
+            return
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
+        for (topic, partition), offset in offsets.items():
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            if high is not None and high >= 0:
+                self.metrics.consumer_lag.labels(self.processor.name, topic, str(partition)).set(max(0, high - offset))
+
+
+def run_kafka_worker(processor: Processor, settings: Settings) -> None:
+    """Run ``processor`` in this process until SIGTERM/SIGINT, serving /metrics."""
+    registry = CollectorRegistry()
+    serve_metrics(settings.metrics_port, registry)
+    runtime = KafkaRuntime(processor, settings, registry)
+    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
+    signal.signal(signal.SIGINT, lambda *_: runtime.stop())
+    runtime.run()
