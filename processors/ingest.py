@@ -82,6 +82,10 @@ class IngestProcessor:
         """Release sampled traces whose decision time has come (called every second)."""
         return self._outputs(self.sampler.flush_expired(), encode) if self.sampler else []
 
+    def drain(self) -> list[Output]:
+        """Decide every trace the sampler still holds (called on shutdown)."""
+        return self._outputs(self.sampler.drain(), encode) if self.sampler else []
+
     def _enrich(self, span: dict) -> dict:
         span = self.masker.mask_span(span, self.masked)
         result = self.prices.cost_of(span)

@@ -81,6 +81,9 @@ class KafkaRuntime:
                     next_tick = time.monotonic() + self.tick_interval_s
                 if messages:
                     self._flush_and_commit(messages)
+            # Spans a processor holds back (sampling) leave with it, not with the process.
+            for out in getattr(self.processor, "drain", lambda: [])():
+                self._produce(out)
         finally:
             self.producer.flush(30)
             self.consumer.close()
