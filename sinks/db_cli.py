@@ -20,7 +20,8 @@ __all__ = ["db", "describe_backend"]
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def _database_url_option(func: F) -> F:
+def database_url_option(func: F) -> F:
+    """The ``--database-url`` option (env ``DATABASE_URL``) of every database command."""
     # On each subcommand rather than the group so that both
     # `llmpulse db migrate --database-url ...` and the env var work, and the
     # group does not claim the parent CLI's ctx.obj.
@@ -80,7 +81,7 @@ def db() -> None:
 
 
 @db.command("migrate")
-@_database_url_option
+@database_url_option
 def migrate_command(database_url: str) -> None:
     """Apply pending migrations and re-apply views/functions.
 
@@ -100,7 +101,7 @@ def migrate_command(database_url: str) -> None:
 
 
 @db.command("rollback")
-@_database_url_option
+@database_url_option
 @click.option(
     "--to",
     "to",
@@ -135,7 +136,7 @@ def rollback_command(database_url: str, to: int | None, yes: bool) -> None:
 
 
 @db.command("status")
-@_database_url_option
+@database_url_option
 def status_command(database_url: str) -> None:
     """Show applied and pending migrations; exit 1 if files and database disagree."""
     click.echo(f"Database: {mask_password(database_url)}")

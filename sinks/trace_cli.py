@@ -11,21 +11,20 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import click
 import psycopg
 
-from sinks.dburl import DEFAULT_DATABASE_URL, mask_password, redact
+from sinks.db_cli import database_url_option
+from sinks.dburl import mask_password, redact
 from sinks.trace_query import MAX_LIMIT, decode_cursor, fetch_trace, list_traces
 from sinks.waterfall import render_trace_list, render_waterfall
 
 __all__ = ["parse_when", "trace"]
 
-F = TypeVar("F", bound=Callable[..., object])
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -72,19 +71,6 @@ class _When(click.ParamType):
             return parse_when(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
-
-
-def _database_url_option(func: F) -> F:
-    # Per subcommand, as in `llmpulse db`, so both `trace show --database-url`
-    # and the environment variable work.
-    return click.option(
-        "--database-url",
-        envvar="DATABASE_URL",
-        default=DEFAULT_DATABASE_URL,
-        show_default=True,
-        show_envvar=True,
-        help="PostgreSQL URL or libpq key=value string.",
-    )(func)
 
 
 @contextmanager
@@ -138,7 +124,7 @@ def trace() -> None:
     default=None,
     help="ANSI colours. Default: when writing to a terminal.",
 )
-@_database_url_option
+@database_url_option
 def show_command(
     trace_id: str, width: int | None, no_payloads: bool, color: bool | None, database_url: str
 ) -> None:
@@ -174,7 +160,7 @@ def show_command(
     "--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True, help="Page size."
 )
 @click.option("--cursor", default=None, help="Continue after the page that printed this cursor.")
-@_database_url_option
+@database_url_option
 def list_command(
     project: str | None,
     since: timedelta | datetime,

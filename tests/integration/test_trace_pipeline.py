@@ -1,7 +1,6 @@
 """Spans from independent clients through ingest and the trace store into PostgreSQL."""
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from datetime import datetime, timedelta, timezone
