@@ -13,8 +13,9 @@ from typing import Callable
 class WorkerProcess:
     """One ``llmpulse run NAME`` process with its output in a log file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, metrics_port: int = -1) -> None:
         self.name = name
+        self.metrics_port = metrics_port
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
@@ -22,7 +23,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "processors.cli", "run", self.name, "--metrics-port", "-1"],
+            [sys.executable, "-m", "processors.cli", "run", self.name, "--metrics-port", str(self.metrics_port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
