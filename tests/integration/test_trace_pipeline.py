@@ -137,7 +137,7 @@ def test_spans_from_kcat_confluent_and_otel_are_stored_exactly_once(pipeline, bo
 def test_killing_workers_mid_stream_loses_and_duplicates_nothing(pipeline, bootstrap, producer):
     dsn, workers = pipeline
     ingest, store = workers
-    trace_ids = [uuid.uuid4().hex for _ in range(1000)]
+    trace_ids = [uuid.uuid4().hex for _ in range(2000)]
     for t, trace_id in enumerate(trace_ids):
         for i in range(10):
             producer.produce(SPANS.name, key=trace_id.encode(), value=encode("span", _span(trace_id, i)))
@@ -145,7 +145,7 @@ def test_killing_workers_mid_stream_loses_and_duplicates_nothing(pipeline, boots
     producer.flush(60)
     total = len(trace_ids) * 10
 
-    wait_until(lambda: _count_spans(dsn, trace_ids) > 0, 120, "the first stored spans", workers)
+    wait_until(lambda: _count_spans(dsn, trace_ids) > 0, 120, "the first stored spans", workers, interval_s=0.05)
     ingest.kill()
     store.kill()
     stored_at_crash = _count_spans(dsn, trace_ids)

@@ -61,7 +61,9 @@ def worker_env(bootstrap: str, database_url: str, state_dir: Path, **extra: str)
     }
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, workers: list[WorkerProcess]) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, what: str, workers: list[WorkerProcess], interval_s: float = 0.5
+) -> None:
     """Poll ``condition`` until true; fail with the workers' logs if it never is."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -69,6 +71,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, worke
             return
         for worker in workers:
             assert worker.alive(), f"{worker.name} died:\n{worker.log()}"
-        time.sleep(0.5)
+        time.sleep(interval_s)
     logs = "\n".join(f"--- {w.name}\n{w.log()}" for w in workers)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{logs}")
