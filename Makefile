@@ -29,10 +29,13 @@ system-deps:  ## Debian packages: java, maven, postgresql, kcat, prometheus (onl
 
 venv: $(VENV)/.installed  ## Virtualenv with llmpulse and its dev dependencies
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# GrowthBook's stats engine, only to cross-check ours in tests. It pins
+	# numpy<2 and pandas<2 but runs on current ones, so its pins are skipped.
+	$(BIN)/pip install -q --no-deps 'gbstats==0.8.0'
 	@touch $@
 
 services: system-deps  ## Start Kafka and PostgreSQL on 127.0.0.1 (idempotent)
