@@ -15,11 +15,14 @@ from processors.settings import Settings
 #: name -> factory(settings) -> processor, for faust processors.
 PROCESSORS: dict[str, Callable[[Settings], Processor]] = {
     "ingest": lambda settings: _ingest(settings),
+    "metrics": lambda settings: _metrics(settings),
 }
 
 #: name -> factory(settings) -> BatchSink, for sinks.
 SINKS: dict[str, Callable[[Settings], object]] = {
     "trace-store": lambda settings: _trace_store(settings),
+    "metrics-store": lambda settings: _metrics_store(settings),
+    "feedback-store": lambda settings: _feedback_store(settings),
 }
 
 #: Every worker name; start order for ``llmpulse run all``.
@@ -32,10 +35,28 @@ def _ingest(settings: Settings) -> Processor:
     return IngestProcessor.from_settings(settings)
 
 
+def _metrics(settings: Settings) -> Processor:
+    from processors.metrics_processor import MetricsProcessor
+
+    return MetricsProcessor()
+
+
 def _trace_store(settings: Settings) -> object:
     from sinks.trace_store import trace_store_sink
 
     return trace_store_sink(settings)
+
+
+def _metrics_store(settings: Settings) -> object:
+    from sinks.metrics_store import metrics_store_sink
+
+    return metrics_store_sink(settings)
+
+
+def _feedback_store(settings: Settings) -> object:
+    from sinks.feedback_store import feedback_store_sink
+
+    return feedback_store_sink(settings)
 
 
 def make_processor(name: str, settings: Settings) -> Processor:

@@ -18,7 +18,16 @@ import signal
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from processors.contract import Output, Processor
@@ -68,7 +77,7 @@ class KafkaRuntime:
 
     def run(self) -> None:
         """Process until :meth:`stop`; the batch in hand is finished first."""
-        self.consumer.subscribe(list(self.processor.sources))
+        self.consumer.subscribe(list(self.processor.sources), on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("%s: consuming %s", self.processor.name, ", ".join(self.processor.sources))
         next_tick = time.monotonic() + self.tick_interval_s
         try:
@@ -97,7 +106,11 @@ class KafkaRuntime:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("%s: consumer error %s", self.processor.name, msg.error())
             return
-        message = SourceMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        kind, timestamp = msg.timestamp()
+        message = SourceMessage(
+            msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+            timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None,
+        )
         self.metrics.events_in.labels(self.processor.name, message.topic).inc()
         started = time.perf_counter()
         try:
@@ -113,6 +126,40 @@ class KafkaRuntime:
         for out in produced:
             self._produce(out)
             self.metrics.events_out.labels(self.processor.name, out.topic).inc()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Tell a stateful processor, and start where its state can be rebuilt."""
+        hook = getattr(self.processor, "on_assign", None)
+        if hook is None:
+            return  # stateless: resume from the committed offsets
+        hook(sorted({tp.partition for tp in partitions}))
+        replay = getattr(self.processor, "replay_from", None)
+        if replay is None:
+            return
+        at_ms = int(replay().timestamp() * 1000)
+        by_time = consumer.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, at_ms) for tp in partitions], timeout=15
+        )
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=15)}
+        starts = []
+        for tp in by_time:
+            done = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+            recent = tp.offset if tp.offset >= 0 else OFFSET_END  # none that recent: only new ones
+            if done < 0:
+                # Never committed: anything older than the replay point could
+                # not be emitted anyway, so do not read it.
+                starts.append(TopicPartition(tp.topic, tp.partition, recent))
+            elif recent == OFFSET_END:
+                starts.append(TopicPartition(tp.topic, tp.partition, done))
+            else:  # never skip ahead of what was committed, only go back to rebuild
+                starts.append(TopicPartition(tp.topic, tp.partition, min(done, recent)))
+        consumer.assign(starts)
+        log.info("%s: replaying %s", self.processor.name, ", ".join(f"{t.topic}[{t.partition}]@{t.offset}" for t in starts))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        hook = getattr(self.processor, "on_revoke", None)
+        if hook is not None:
+            hook(sorted({tp.partition for tp in partitions}))
 
     def _tick(self) -> None:
         tick = getattr(self.processor, "tick", None)

@@ -56,6 +56,9 @@ EXPERIMENTS = TopicSpec(
     "llm.experiments", "Latest experiment definition per key (compacted).", "experiment", compacted=True
 )
 EXPOSURES = TopicSpec("llm.exposures", "One exposure per (user, experiment).", "exposure", retention_ms=30 * DAY_MS)
+METRIC_WINDOWS = TopicSpec(
+    "llm.metric_windows", "1-minute partial windows per source partition; key = series.", "metric_window"
+)
 METRICS = TopicSpec("llm.metrics", "Windowed metric points for the detectors.", "metric_point")
 ALERTS = TopicSpec("llm.alerts", "Alerts for Slack and other notifiers.", "alert", retention_ms=30 * DAY_MS)
 DEADLETTER = TopicSpec(
@@ -74,6 +77,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     USERS,
     EXPERIMENTS,
     EXPOSURES,
+    METRIC_WINDOWS,
     METRICS,
     ALERTS,
     DEADLETTER,

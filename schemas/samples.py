@@ -119,6 +119,48 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "value": 1483.5,
         "count": 212,
     },
+    "metric_window": {
+        "series": (
+            "project=support-bot|model=gpt-4o-mini-2024-07-18|provider=openai"
+            "|prompt_version=support-v12|kind=llm|cohort=unknown|variant=prompt-tone:friendly"
+        ),
+        "resolution": "1m",
+        "window_start": _T0,
+        "window_seconds": 60,
+        "partition": 2,
+        "project": "support-bot",
+        "model": "gpt-4o-mini-2024-07-18",
+        "provider": "openai",
+        "prompt_version": "support-v12",
+        "kind": "llm",
+        "cohort": "unknown",
+        "variant": "prompt-tone:friendly",
+        "request_count": 3,
+        "error_count": 1,
+        "input_tokens": 2436,
+        "output_tokens": 492,
+        "cached_tokens": 1536,
+        "usage_count": 3,
+        "cost_usd": 0.0006642,
+        "cost_count": 3,
+        "feedback_count": 1,
+        "rating_sum": 4.0,
+        "rating_count": 1,
+        "thumbs_up": 1,
+        "thumbs_count": 1,
+        "late_events": 0,
+        "p50_ms": 1525.6782518737336,
+        "p90_ms": 1525.6782518737336,
+        "p95_ms": 1525.6782518737336,
+        "p99_ms": 1525.6782518737336,
+        # Three latencies (1483, 1515, 1530 ms) as a DDSketch protobuf, 1 % accuracy.
+        "sketch": (
+            b"\n\t\t\xfdJ\x81Z\xbfR\xf0?\x12\x15\x12\x10\x00\x00\x00\x00\x00\x00\xf0?"
+            b"\x00\x00\x00\x00\x00\x00\x00@\x18\xdc\x05\x1a\x00"
+        ),
+        "final": False,
+        "emitted_at": _at(62.5),
+    },
     "alert": {
         "alert_id": "al-20250601-0007",
         "kind": "anomaly",

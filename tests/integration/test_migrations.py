@@ -36,6 +36,11 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
+#: The packaged versions; tests that add migrations number them after these.
+ALL = [m.version for m in load_migrations()]
+LATEST = ALL[-1]
+NEXT = LATEST + 1
+
 
 # ---------------------------------------------------------------- fixtures
 
@@ -153,18 +158,18 @@ def _insert_span(conn: psycopg.Connection, **overrides) -> None:
 
 
 def test_up_down_up(db_url):
-    assert migrate(db_url) == [1]
+    assert migrate(db_url) == ALL
     assert {"spans", "traces", "schema_migrations"} <= _tables(db_url)
     assert {"llmpulse_trace_spans", "llmpulse_refresh_traces"} <= _functions(db_url)
 
-    assert rollback(db_url, to=0) == [1]
+    assert rollback(db_url, to=0) == ALL[::-1]
     assert _tables(db_url) == {"schema_migrations"}
     # The down file's CASCADE took the idempotent functions with the tables,
     # and the re-apply after rollback skipped them (they need version 1).
     assert _functions(db_url) == set()
     assert _query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
 
-    assert migrate(db_url) == [1]
+    assert migrate(db_url) == ALL
     assert {"spans", "traces"} <= _tables(db_url)
     assert {"llmpulse_trace_spans", "llmpulse_refresh_traces"} <= _functions(db_url)
 
@@ -185,11 +190,11 @@ def test_schema_migrations_rows(migrated):
 
 def test_status_reports_versions(db_url):
     before = status(db_url)
-    assert (before.version, before.pending) == (0, (1,))
+    assert (before.version, before.pending) == (0, tuple(ALL))
     assert _tables(db_url) == set(), "status must not create anything"
     migrate(db_url)
     after = status(db_url)
-    assert (after.version, after.latest, after.pending, after.problems) == (1, 1, (), ())
+    assert (after.version, after.latest, after.pending, after.problems) == (LATEST, LATEST, (), ())
     assert after.migrations[0].state == "applied"
     assert after.migrations[0].applied_at is not None
     installed = _query(db_url, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
@@ -210,11 +215,11 @@ def test_rollback_on_empty_database_is_a_no_op(db_url):
 
 def test_migrate_accepts_an_open_connection(db_url):
     with psycopg.connect(db_url) as conn:
-        assert migrate(conn) == [1]
+        assert migrate(conn) == ALL
         assert conn.autocommit is False, "the caller's autocommit setting is restored"
         assert conn.execute("SELECT count(*) FROM spans").fetchone() == (0,)
         conn.rollback()
-        assert status(conn).version == 1
+        assert status(conn).version == LATEST
 
 
 def test_migrate_refuses_a_connection_inside_a_transaction(db_url):
@@ -471,13 +476,15 @@ def test_refresh_traces_waits_for_a_late_root(migrated):
 # ---------------------------------------------------------------- versions
 
 
+# Two migrations after the packaged ones, and a view that needs the first.
+SCORE = f"{NEXT:04d}_span_score"
 EXTRA = {
-    "versions/0002_span_score.up.sql": "ALTER TABLE spans ADD COLUMN score double precision;\n",
-    "versions/0002_span_score.down.sql": "ALTER TABLE spans DROP COLUMN score CASCADE;\n",
-    "versions/0003_feedback.up.sql": "CREATE TABLE feedback (id bigint PRIMARY KEY);\n",
-    "versions/0003_feedback.down.sql": "DROP TABLE feedback CASCADE;\n",
-    "idempotent/0200_scored.sql": (
-        "-- requires-version: 2\n"
+    f"versions/{SCORE}.up.sql": "ALTER TABLE spans ADD COLUMN score double precision;\n",
+    f"versions/{SCORE}.down.sql": "ALTER TABLE spans DROP COLUMN score CASCADE;\n",
+    f"versions/{NEXT + 1:04d}_reviews.up.sql": "CREATE TABLE reviews (id bigint PRIMARY KEY);\n",
+    f"versions/{NEXT + 1:04d}_reviews.down.sql": "DROP TABLE reviews CASCADE;\n",
+    "idempotent/9900_scored.sql": (
+        f"-- requires-version: {NEXT}\n"
         "CREATE OR REPLACE VIEW scored_spans AS SELECT trace_id, score FROM spans;\n"
     ),
 }
@@ -490,41 +497,41 @@ def _views(url: str) -> set[str]:
 
 def test_rollback_to_a_version(db_url, source_factory):
     source = source_factory(EXTRA)
-    assert migrate(db_url, source=source) == [1, 2, 3]
+    assert migrate(db_url, source=source) == [*ALL, NEXT, NEXT + 1]
     assert "scored_spans" in _views(db_url)
 
-    assert rollback(db_url, source=source) == [3]
-    assert "feedback" not in _tables(db_url)
-    assert rollback(db_url, to=1, source=source) == [2]
-    assert rollback(db_url, to=5, source=source) == []
-    assert status(db_url, source=source).version == 1
-    assert _query(db_url, "SELECT version FROM schema_migrations") == [(1,)]
-    # The view needs version 2: dropped by 0002's CASCADE and not re-created;
-    # the version-1 functions survived and were re-applied.
+    assert rollback(db_url, source=source) == [NEXT + 1]
+    assert "reviews" not in _tables(db_url)
+    assert rollback(db_url, to=LATEST, source=source) == [NEXT]
+    assert rollback(db_url, to=NEXT + 5, source=source) == []
+    assert status(db_url, source=source).version == LATEST
+    assert _query(db_url, "SELECT version FROM schema_migrations ORDER BY 1") == [(v,) for v in ALL]
+    # The view needs version NEXT: dropped by its down file's CASCADE and not
+    # re-created; the packaged functions survived and were re-applied.
     assert "scored_spans" not in _views(db_url)
     assert "llmpulse_trace_spans" in _functions(db_url)
 
-    assert migrate(db_url, source=source) == [2, 3]
+    assert migrate(db_url, source=source) == [NEXT, NEXT + 1]
     assert "scored_spans" in _views(db_url)
 
 
 def test_failed_migration_rolls_back_only_itself(db_url, source_factory):
     source = source_factory(
         {
-            "versions/0002_broken.up.sql": (
+            f"versions/{NEXT:04d}_broken.up.sql": (
                 "CREATE TABLE half_done (id int);\n-- a comment\nSELEC 1;\n"
             ),
-            "versions/0002_broken.down.sql": "DROP TABLE half_done;\n",
+            f"versions/{NEXT:04d}_broken.down.sql": "DROP TABLE half_done;\n",
         }
     )
     with pytest.raises(MigrationError) as info:
         migrate(db_url, source=source)
     message = str(info.value)
-    assert "0002_broken.up.sql (line 3)" in message
+    assert f"{NEXT:04d}_broken.up.sql (line 3)" in message
     assert 'syntax error at or near "SELEC"' in message
     assert "rolled back" in info.value.hint
     assert "half_done" not in _tables(db_url)
-    assert status(db_url, source=source).version == 1
+    assert status(db_url, source=source).version == LATEST
 
 
 def test_tampered_checksum_is_refused(migrated):
@@ -541,15 +548,15 @@ def test_tampered_checksum_is_refused(migrated):
 def test_edited_file_is_refused(db_url, source_factory):
     source = source_factory(EXTRA)
     migrate(db_url, source=source)
-    path = source / "versions" / "0002_span_score.up.sql"
+    path = source / "versions" / f"{SCORE}.up.sql"
     path.write_text(path.read_text() + "-- harmless?\n")
-    with pytest.raises(MigrationError, match="0002_span_score changed"):
+    with pytest.raises(MigrationError, match=f"{SCORE} changed"):
         migrate(db_url, source=source)
 
 
 def test_missing_file_is_refused(db_url, source_factory):
     migrate(db_url, source=source_factory(EXTRA))
-    with pytest.raises(MigrationError, match="0002_span_score file missing"):
+    with pytest.raises(MigrationError, match=f"{SCORE} file missing"):
         migrate(db_url)
     with pytest.raises(MigrationError, match="file missing"):
         rollback(db_url)
@@ -560,10 +567,10 @@ def test_concurrent_migrate_is_safe(db_url, source_factory):
     # pg_sleep widens the race window; CREATE TABLE fails if run twice.
     source = source_factory(
         {
-            "versions/0002_slow.up.sql": (
+            f"versions/{NEXT:04d}_slow.up.sql": (
                 "SELECT pg_sleep(0.5);\nCREATE TABLE slow_marker (id int);\n"
             ),
-            "versions/0002_slow.down.sql": "DROP TABLE slow_marker;\n",
+            f"versions/{NEXT:04d}_slow.down.sql": "DROP TABLE slow_marker;\n",
         }
     )
     workers = 4
@@ -584,8 +591,8 @@ def test_concurrent_migrate_is_safe(db_url, source_factory):
     for t in threads:
         t.join(timeout=60)
     assert not failures, failures
-    assert sorted(results) == [[]] * (workers - 1) + [[1, 2]]
-    assert _query(db_url, "SELECT version FROM schema_migrations ORDER BY 1") == [(1,), (2,)]
+    assert sorted(results) == [[]] * (workers - 1) + [[*ALL, NEXT]]
+    assert _query(db_url, "SELECT version FROM schema_migrations ORDER BY 1") == [(v,) for v in (*ALL, NEXT)]
 
 
 def test_lock_timeout_gives_a_clear_error(db_url):
@@ -594,7 +601,7 @@ def test_lock_timeout_gives_a_clear_error(db_url):
         with pytest.raises(MigrationError, match="held the migration lock") as info:
             migrate(db_url, lock_timeout=0.3)
         assert "pg_stat_activity" in info.value.hint
-    assert migrate(db_url) == [1]
+    assert migrate(db_url) == ALL
 
 
 # ---------------------------------------------------------------- CLI
@@ -634,7 +641,7 @@ def test_cli_migrate_status_rollback(db_url):
     result = invoke(["migrate"])
     assert result.exit_code == 0, result.output
     assert "Applied 0001_spans_traces" in result.output
-    assert "Schema version: 1 (latest 1)" in result.output
+    assert f"Schema version: {LATEST} (latest {LATEST})" in result.output
     assert "Backend: " in result.output
 
     result = invoke(["migrate"])

@@ -1,0 +1,559 @@
+"""The metrics store: per-partition partial windows into ``metric_windows``.
+
+The metrics processor keeps one aggregator per source partition and emits
+1-minute *partial* windows (``metric_window`` records on
+``llm.metric_windows``), each the full current value of one series and
+minute as seen by one partition. :meth:`MetricsStore.write` turns a batch of
+them into the rows dashboards read, in one transaction:
+
+1. upsert the partials into ``metric_window_parts`` (one row per series,
+   minute and partition; a fuller partial replaces a smaller one, see
+   :func:`part_rank`);
+2. for every minute whose partials changed, recompute its ``'1m'`` row from
+   *all* its partials;
+3. recompute the ``'1h'`` rows of the affected hours from their ``'1m'``
+   rows, then the ``'1d'`` rows of the affected days from their ``'1h'`` rows.
+
+Every level is an exact merge: counts and token sums add up, costs are summed
+as integer nano-dollars, ratings with :func:`math.fsum` (order-independent),
+and latency quantiles come from the merged DDSketch, never from averaging
+quantiles. Recomputing rather than adding deltas is what makes a replayed
+batch change nothing, and lets partials arrive in any order.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from ddsketch.pb.proto import KeyMappingProto
+from ddsketch.pb.proto import pb as _pb
+from google.protobuf.message import DecodeError
+
+from processors.aggregation.dimensions import DIMENSIONS
+from processors.aggregation.sketch import BinMapping, merge_sketches, quantiles
+
+if TYPE_CHECKING:
+    from processors.settings import Settings
+    from sinks.runner import BatchSink
+
+__all__ = [
+    "COUNTERS",
+    "MetricsStore",
+    "MetricsStoreError",
+    "MetricsWriteResult",
+    "check_part",
+    "merge_windows",
+    "metrics_store_sink",
+    "part_rank",
+    "sketch_quantiles",
+]
+
+#: Integer sums of a window, in table column order (``cost_usd`` and
+#: ``rating_sum`` are handled apart: nano-dollars and an exact float sum).
+COUNTERS: tuple[str, ...] = (
+    "request_count", "error_count", "input_tokens", "output_tokens", "cached_tokens",
+    "usage_count", "cost_count", "feedback_count", "rating_count", "thumbs_up",
+    "thumbs_count", "late_events",
+)
+QUANTILE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
+_QS = (0.5, 0.9, 0.95, 0.99)
+
+#: (resolution, seconds) of the rows the store writes; each divides the next
+#: and all are aligned to the Unix epoch, so days are UTC days, as in the
+#: aggregator.
+LEVELS: tuple[tuple[str, int], ...] = (("1m", 60), ("1h", 3600), ("1d", 86400))
+
+_SUMS = (*COUNTERS, "cost_usd", "rating_sum")
+PART_COLUMNS: tuple[str, ...] = (
+    "series", "window_start", "partition", *_SUMS, *QUANTILE_COLUMNS, "sketch", "final", "emitted_at",
+)
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "resolution", "window_start", "window_seconds", "series", *DIMENSIONS, *_SUMS,
+    *QUANTILE_COLUMNS, "sketch", "partitions", "final",
+)
+
+_PARTS_STAGE = "llmpulse_metric_parts_stage"
+_WINDOWS_STAGE = "llmpulse_metric_windows_stage"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NANO = Decimal("1e-9")
+# First key of pg_advisory_xact_lock(int, int): "mw", so the per-series
+# locks cannot meet other users of the two-key lock space by accident.
+_LOCK_CLASS = 0x6D77
+
+
+class MetricsStoreError(RuntimeError):
+    """A batch could not be written for a reason retrying will not fix."""
+
+
+def _explain(exc: psycopg.Error) -> str:
+    """The server's message and detail for a non-transient error, plus what to do."""
+    diag = exc.diag
+    text = f"{exc.sqlstate} {diag.message_primary or str(exc).strip()}"
+    if diag.message_detail:
+        text += f" ({diag.message_detail.rstrip('.')})"
+    state = exc.sqlstate or ""
+    if state.startswith("23"):  # integrity constraint violation: the data, not the database
+        return text + f"; a record breaks {diag.constraint_name or 'a constraint'}: fix its producer"
+    if state in ("42P01", "42703"):  # undefined table / column
+        return text + "; is the database migrated (llmpulse db migrate)?"
+    return text
+
+
+@dataclass(frozen=True)
+class MetricsWriteResult:
+    """What one batch did.
+
+    ``parts_changed`` counts partials that were new or replaced a smaller one
+    (0 for a replay); ``minutes``, ``hours`` and ``days`` count rows of
+    ``metric_windows`` whose values changed.
+    """
+
+    parts_received: int
+    parts_changed: int
+    minutes: int
+    hours: int
+    days: int
+
+
+# --------------------------------------------------------------------------
+# Pure logic (no database)
+
+
+def check_part(part: Mapping[str, Any]) -> None:
+    """Raise :class:`MetricsStoreError` unless ``part`` is a 1-minute partial the store can merge.
+
+    Examples
+    --------
+    >>> from schemas.samples import sample
+    >>> check_part(sample("metric_window"))
+    >>> check_part(sample("metric_window", resolution="1h", window_seconds=3600))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sinks.metrics_store.MetricsStoreError: resolution '1h' (3600 s): only 1-minute partials ...
+    """
+    problem = None
+    start = part["window_start"]
+    if part["resolution"] != "1m" or part["window_seconds"] != 60:
+        problem = (
+            f"resolution {part['resolution']!r} ({part['window_seconds']} s): only 1-minute partials "
+            "('1m', 60 s) are merged; the store computes '1h' and '1d' itself"
+        )
+    elif start.utcoffset() is None or (start - _EPOCH) % timedelta(seconds=60):
+        problem = "window_start is not a UTC minute boundary"
+    elif part["partition"] < 0:
+        problem = f"partition {part['partition']} is negative"
+    elif not math.isfinite(part["cost_usd"]) or not math.isfinite(part["rating_sum"]):
+        problem = "cost_usd and rating_sum must be finite"
+    if problem:
+        raise MetricsStoreError(
+            f"{problem} (metric_window of series {part['series']} at {start.isoformat()}, "
+            f"partition {part['partition']})"
+        )
+
+
+def part_rank(part: Mapping[str, Any]) -> tuple[int, bool, datetime]:
+    """Order of two partials of the same (series, minute, partition): the higher one wins.
+
+    A partition's events only ever add to a window, so the partial that has
+    seen more events (spans, feedback and late events) is the newer one, and
+    a final partial beats an open one with the same events; the emit time
+    breaks remaining ties. Ranking by events rather than by arrival means a
+    processor that restarts and replays its partition re-emits smaller
+    partials of windows already written without taking their values back.
+
+    Examples
+    --------
+    >>> from schemas.samples import sample
+    >>> early = sample("metric_window", request_count=2, error_count=0)
+    >>> part_rank(sample("metric_window")) > part_rank(early)
+    True
+    """
+    return (
+        part["request_count"] + part["feedback_count"] + part["late_events"],
+        bool(part["final"]),
+        part["emitted_at"],
+    )
+
+
+_MAPPINGS: dict[bytes, Any] = {}
+
+
+def _mapping(proto: Any) -> Any:
+    """The value mapping of a serialized sketch, cached by its protobuf bytes.
+
+    When the sketch was made with a round relative accuracy (what the
+    aggregator uses), the same :class:`BinMapping` is rebuilt, so quantiles
+    are bit-identical to the aggregator's; :meth:`KeyMappingProto.from_proto`
+    alone re-derives the accuracy from gamma and differs in the last digits.
+    """
+    key = proto.SerializeToString(deterministic=True)
+    mapping = _MAPPINGS.get(key)
+    if mapping is None:
+        mapping = KeyMappingProto.from_proto(proto)
+        try:
+            guess = BinMapping(float(f"{mapping.relative_accuracy:.12g}")).mapping
+            if KeyMappingProto.to_proto(guess).SerializeToString(deterministic=True) == key:
+                mapping = guess
+        except ValueError:
+            pass
+        _MAPPINGS[key] = mapping
+    return mapping
+
+
+def sketch_quantiles(sketch: bytes) -> list[float | None]:
+    """p50, p90, p95 and p99 of a serialized sketch; all None when it is empty.
+
+    Examples
+    --------
+    >>> from schemas.samples import sample
+    >>> [round(q) for q in sketch_quantiles(sample("metric_window")["sketch"])]
+    [1526, 1526, 1526, 1526]
+    >>> sketch_quantiles(merge_sketches([]))
+    [None, None, None, None]
+    """
+    message = _pb.DDSketch.FromString(sketch)
+    store = message.positiveValues
+    bins = {
+        key: int(n)
+        for key, n in enumerate(store.contiguousBinCounts, start=store.contiguousBinIndexOffset)
+        if n
+    }
+    for key, n in store.binCounts.items():
+        if n:
+            bins[key] = bins.get(key, 0) + int(n)
+    return quantiles(bins, int(message.zeroCount), _QS, _mapping(message.mapping))
+
+
+def _nanos(cost: float | Decimal) -> int:
+    """Cost in whole nano-dollars: exact for numeric(18,9) and for the aggregator's floats."""
+    if isinstance(cost, Decimal):
+        return int(cost.scaleb(9))
+    return round(cost * 1e9)
+
+
+def merge_windows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge windows of one series exactly: sums, merged sketch, its quantiles.
+
+    Parameters
+    ----------
+    rows
+        Partials (``metric_window`` records or ``metric_window_parts`` rows)
+        or ``metric_windows`` rows; a row without ``partitions`` counts as one
+        partial.
+
+    Returns
+    -------
+    dict
+        The sums (``cost_usd`` as a :class:`~decimal.Decimal` with 9 places),
+        ``p50_ms`` .. ``p99_ms``, ``sketch``, ``partitions`` (how many partials
+        were merged) and ``final`` (all rows final).
+
+    Examples
+    --------
+    >>> from schemas.samples import sample
+    >>> a = sample("metric_window", partition=0, final=True)
+    >>> b = sample("metric_window", partition=1, final=False)
+    >>> m = merge_windows([a, b])
+    >>> m["request_count"], m["cost_usd"], m["partitions"], m["final"]
+    (6, Decimal('0.001328400'), 2, False)
+    >>> round(m["p99_ms"]) == round(a["p99_ms"])
+    True
+    """
+    out: dict[str, Any] = {name: sum(r[name] for r in rows) for name in COUNTERS}
+    out["cost_usd"] = Decimal(sum(_nanos(r["cost_usd"]) for r in rows)).scaleb(-9)
+    out["rating_sum"] = math.fsum(r["rating_sum"] for r in rows)
+    sketch = merge_sketches(r["sketch"] for r in rows)
+    out.update(zip(QUANTILE_COLUMNS, sketch_quantiles(sketch)))
+    out["sketch"] = sketch
+    out["partitions"] = sum(r.get("partitions", 1) for r in rows)
+    out["final"] = all(r["final"] for r in rows)
+    return out
+
+
+def _floor(at: datetime, seconds: int) -> datetime:
+    return at - (at - _EPOCH) % timedelta(seconds=seconds)
+
+
+def _describe(parts: Sequence[Mapping[str, Any]]) -> str:
+    starts = [p["window_start"] for p in parts]
+    return (
+        f"batch of {len(parts)} metric_window partials "
+        f"(windows {min(starts).isoformat()} .. {max(starts).isoformat()}, "
+        f"{len({p['series'] for p in parts})} series)"
+    )
+
+
+# --------------------------------------------------------------------------
+# Database
+
+
+_PART_LIST = ", ".join(PART_COLUMNS)
+_WINDOW_LIST = ", ".join(WINDOW_COLUMNS)
+_EVENTS = "{t}.request_count + {t}.feedback_count + {t}.late_events"
+
+_UPSERT_PARTS = (
+    f"INSERT INTO metric_window_parts AS p ({_PART_LIST}) SELECT {_PART_LIST} FROM {_PARTS_STAGE} "
+    "ON CONFLICT (series, window_start, partition) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in PART_COLUMNS[3:])
+    + ", updated_at = now() "
+    # The same order as part_rank(): a replay (same rank) or a smaller
+    # re-emit after a processor restart leaves the row alone.
+    f"WHERE ({_EVENTS.format(t='EXCLUDED')}, EXCLUDED.final, EXCLUDED.emitted_at) "
+    f"> ({_EVENTS.format(t='p')}, p.final, p.emitted_at) "
+    "RETURNING series, window_start"
+)
+
+_READ_PARTS = (
+    "SELECT p.series, p.window_start, "
+    + ", ".join(f"p.{c}" for c in (*_SUMS, "sketch", "final"))
+    + " FROM metric_window_parts AS p"
+    " JOIN unnest(%s::text[], %s::timestamptz[]) AS k (series, window_start)"
+    " ON p.series = k.series AND p.window_start = k.window_start"
+)
+
+# Rows of the finer level inside each (series, period): one range scan of
+# the primary key (resolution, series, window_start) per period.
+_READ_WINDOWS = (
+    "SELECT w.series, k.period_start, "
+    + ", ".join(f"w.{c}" for c in (*_SUMS, "sketch", "partitions", "final"))
+    + " FROM unnest(%s::text[], %s::timestamptz[]) AS k (series, period_start)"
+    " JOIN metric_windows AS w ON w.resolution = %s AND w.series = k.series"
+    " AND w.window_start >= k.period_start AND w.window_start < k.period_start + %s::interval"
+)
+
+_VALUE_COLUMNS = WINDOW_COLUMNS[4:]
+_UPSERT_WINDOWS = (
+    f"INSERT INTO metric_windows AS w ({_WINDOW_LIST}) SELECT {_WINDOW_LIST} FROM {_WINDOWS_STAGE} "
+    "WHERE resolution = %s "
+    "ON CONFLICT (resolution, series, window_start) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUE_COLUMNS)
+    + ", updated_at = now() "
+    # Unchanged values are not rewritten: updated_at then says when the
+    # numbers last moved, and a replay leaves no trace.
+    + "WHERE (" + ", ".join(f"w.{c}" for c in _VALUE_COLUMNS) + ") IS DISTINCT FROM ("
+    + ", ".join(f"EXCLUDED.{c}" for c in _VALUE_COLUMNS) + ")"
+)
+
+_LOCK_SERIES = (
+    f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, h) FROM"
+    " (SELECT DISTINCT hashtext(s) AS h FROM unnest(%s::text[]) AS s ORDER BY 1) AS x"
+)
+
+
+def _part_row(part: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        part["series"], part["window_start"], part["partition"],
+        *(part[c] for c in COUNTERS),
+        Decimal(_nanos(part["cost_usd"])).scaleb(-9), part["rating_sum"],
+        *(part[c] for c in QUANTILE_COLUMNS),
+        part["sketch"], part["final"], part["emitted_at"],
+    )
+
+
+def _window_row(
+    resolution: str, seconds: int, series: str, start: datetime, dims: Sequence[str], merged: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    return (
+        resolution, start, seconds, series, *dims,
+        *(merged[c] for c in _SUMS), *(merged[c] for c in QUANTILE_COLUMNS),
+        merged["sketch"], merged["partitions"], merged["final"],
+    )
+
+
+def _row_dicts(cur: psycopg.Cursor, columns: Iterable[str]) -> list[dict[str, Any]]:
+    names = tuple(columns)
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+class MetricsStore:
+    """Writes batches of ``metric_window`` partials over one connection.
+
+    Transient failures (server down, connection lost) raise
+    :class:`psycopg.OperationalError` so the caller can back off and retry the
+    same batch; anything else is a :class:`MetricsStoreError` naming the batch.
+
+    Parameters
+    ----------
+    conninfo
+        libpq URL or ``key=value`` string of a migrated database.
+
+    Examples
+    --------
+    >>> from schemas.samples import sample
+    >>> store = MetricsStore("postgresql://llmpulse@127.0.0.1:15432/llmpulse")
+    >>> store.write([sample("metric_window")])  # doctest: +SKIP
+    MetricsWriteResult(parts_received=1, parts_changed=1, minutes=1, hours=1, days=1)
+    >>> store.write([])
+    MetricsWriteResult(parts_received=0, parts_changed=0, minutes=0, hours=0, days=0)
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = psycopg.connect(self._conninfo, connect_timeout=10)
+            try:
+                # Once per connection; ON COMMIT DELETE ROWS empties them after each batch.
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_PARTS_STAGE} "
+                    "(LIKE metric_window_parts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_WINDOWS_STAGE} "
+                    "(LIKE metric_windows INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                conn.commit()
+            except BaseException:
+                conn.close()  # e.g. not migrated: the next write starts afresh
+                raise
+            self._conn = conn
+        return self._conn
+
+    def write(self, parts: Sequence[Mapping[str, Any]]) -> MetricsWriteResult:
+        """Write one batch of partials in one transaction; idempotent.
+
+        Parameters
+        ----------
+        parts
+            ``metric_window`` records as :func:`schemas.codec.decode` returns
+            them, in any order; several partials of one (series, minute,
+            partition) may be in one batch (the highest :func:`part_rank` wins).
+
+        Returns
+        -------
+        MetricsWriteResult
+
+        Raises
+        ------
+        psycopg.OperationalError
+            The database is unreachable; retry the same batch.
+        MetricsStoreError
+            The batch is bad (not a 1-minute partial, a constraint failed,
+            unmergeable sketches) or the database is not migrated.
+        """
+        if not parts:
+            return MetricsWriteResult(0, 0, 0, 0, 0)
+        latest: dict[tuple[str, datetime, int], Mapping[str, Any]] = {}
+        for part in parts:
+            check_part(part)
+            key = (part["series"], part["window_start"], part["partition"])
+            held = latest.get(key)
+            if held is None or part_rank(part) > part_rank(held):
+                latest[key] = part
+        dims = {p["series"]: tuple(p[d] for d in DIMENSIONS) for p in latest.values()}
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                return self._write(cur, len(parts), list(latest.values()), dims)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+        except psycopg.Error as exc:
+            raise MetricsStoreError(
+                f"writing the {_describe(parts)} failed: {_explain(exc)}"
+            ) from exc
+        except (ValueError, DecodeError) as exc:  # sketches that cannot be read or merged
+            raise MetricsStoreError(f"merging the {_describe(parts)} failed: {exc}") from exc
+
+    def _write(
+        self,
+        cur: psycopg.Cursor,
+        received: int,
+        parts: list[Mapping[str, Any]],
+        dims: Mapping[str, tuple[str, ...]],
+    ) -> MetricsWriteResult:
+        # Messages are keyed by series, so one consumer owns a series; during
+        # a rebalance two may briefly write the same one, and without the
+        # lock each would merge without the other's uncommitted partials.
+        cur.execute(_LOCK_SERIES, (sorted(dims),))
+        with cur.copy(f"COPY {_PARTS_STAGE} ({_PART_LIST}) FROM STDIN") as copy:
+            for part in parts:
+                copy.write_row(_part_row(part))
+        cur.execute(_UPSERT_PARTS)
+        returned = cur.fetchall()
+        if not returned:
+            return MetricsWriteResult(received, 0, 0, 0, 0)
+        minutes = sorted(set(returned))
+
+        # 1m: all partials of each changed minute, from every partition.
+        cur.execute(_READ_PARTS, ([s for s, _ in minutes], [t for _, t in minutes]))
+        grouped: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
+        for row in _row_dicts(cur, ("series", "window_start", *_SUMS, "sketch", "final")):
+            grouped.setdefault((row["series"], row["window_start"]), []).append(row)
+        rows = [
+            _window_row("1m", 60, s, t, dims[s], merge_windows(grouped[(s, t)])) for s, t in minutes
+        ]
+        counts = [self._upsert(cur, "1m", rows)]
+
+        # 1h from the 1m rows just written, 1d from the 1h rows.
+        keys = minutes
+        for (fine, _), (coarse, seconds) in zip(LEVELS, LEVELS[1:]):
+            keys = sorted({(s, _floor(t, seconds)) for s, t in keys})
+            cur.execute(
+                _READ_WINDOWS,
+                ([s for s, _ in keys], [t for _, t in keys], fine, timedelta(seconds=seconds)),
+            )
+            grouped = {}
+            for row in _row_dicts(cur, ("series", "period_start", *_SUMS, "sketch", "partitions", "final")):
+                grouped.setdefault((row["series"], row["period_start"]), []).append(row)
+            rows = [
+                _window_row(coarse, seconds, s, t, dims[s], merge_windows(grouped[(s, t)]))
+                for s, t in keys
+            ]
+            counts.append(self._upsert(cur, coarse, rows))
+        return MetricsWriteResult(received, len(returned), *counts)
+
+    @staticmethod
+    def _upsert(cur: psycopg.Cursor, resolution: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        with cur.copy(f"COPY {_WINDOWS_STAGE} ({_WINDOW_LIST}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_UPSERT_WINDOWS, (resolution,))
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Close the connection; the next write opens a new one."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _decode_part(value: bytes) -> dict[str, Any]:
+    from schemas.codec import decode
+
+    part = decode(value, expected="metric_window")
+    # Checked here too, so a wrong record is dead-lettered on its own instead
+    # of failing its whole batch first.
+    check_part(part)
+    return part
+
+
+def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
+    """The metrics store as a :class:`sinks.runner.BatchSink` over ``llm.metric_windows``.
+
+    Examples
+    --------
+    >>> from processors.settings import Settings
+    >>> sink = metrics_store_sink(Settings())
+    >>> sink.name, sink.topics
+    ('metrics-store', ('llm.metric_windows',))
+    """
+    from processors.topics import METRIC_WINDOWS
+    from sinks.runner import BatchSink  # noqa: F811 (runtime import; runner imports processors)
+
+    store = MetricsStore(settings.database_url.get_secret_value())
+    return BatchSink(
+        name="metrics-store",
+        topics=(METRIC_WINDOWS.name,),
+        decode=_decode_part,
+        write=store.write,
+    )
