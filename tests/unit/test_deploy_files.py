@@ -16,7 +16,9 @@ def _compose() -> dict:
 
 def test_compose_has_the_whole_stack() -> None:
     services = _compose()["services"]
-    assert {"kafka", "timescaledb", "grafana", "prometheus", "init", "ingest"} <= set(services)
+    from processors.catalog import WORKERS
+
+    assert {"kafka", "timescaledb", "grafana", "prometheus", "init", *WORKERS} <= set(services)
 
 
 def test_compose_images_are_pinned() -> None:
@@ -58,12 +60,12 @@ def test_compose_mounts_and_build_files_exist() -> None:
 
 
 def test_compose_processors_run_known_commands() -> None:
-    from processors.catalog import PROCESSORS
+    from processors.catalog import WORKERS
 
     for name, service in _compose()["services"].items():
         command = service.get("command") or []
         if command[:2] == ["llmpulse", "run"]:
-            assert command[2] in PROCESSORS, f"{name} runs unknown processor {command[2]}"
+            assert command[2] in WORKERS, f"{name} runs unknown worker {command[2]}"
 
 
 def test_grafana_datasource_has_a_fixed_uid_and_is_read_only() -> None:
