@@ -1,8 +1,12 @@
 """Spans and feedback through the metrics processor and the metrics store into PostgreSQL."""
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -52,6 +56,11 @@ def _totals(dsn: str, project: str, resolution: str) -> tuple:
         ).fetchone()
 
 
+def _feedback_rows(dsn: str, project: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM feedback WHERE project = %s", (project,)).fetchone()[0]
+
+
 def _produce(producer, spans, feedback) -> None:
     for span in spans:
         producer.produce(SPANS_ENRICHED.name, key=span["trace_id"].encode(), value=encode("span", span))
@@ -76,8 +85,7 @@ def test_windows_are_exact_in_every_resolution(metrics_pipeline, producer):
             "SELECT max(p95_ms), min(p50_ms) FROM metric_windows WHERE project = %s AND resolution = '1d'", (project,)
         ).fetchone()
         assert 600 <= p95[0] <= 720 and 400 <= p95[1] <= 480  # latencies are 200..699 ms, uniform
-        stored = conn.execute("SELECT count(*) FROM feedback WHERE project = %s", (project,)).fetchone()[0]
-        assert stored == len(feedback)
+    wait_until(lambda: _feedback_rows(dsn, project) == len(feedback), 60, "feedback rows", workers)
 
 
 def test_a_killed_metrics_worker_rebuilds_its_windows_exactly(metrics_pipeline, producer):
@@ -94,3 +102,39 @@ def test_a_killed_metrics_worker_rebuilds_its_windows_exactly(metrics_pipeline, 
     expected = (N_SPANS, N_SPANS // 10, len(feedback))
     wait_until(lambda: _totals(dsn, project, "1m")[:3] == expected, 180, f"1m windows {expected} after restart", workers)
     wait_until(lambda: _totals(dsn, project, "1d")[:3] == expected, 60, "1d rollups after restart", workers)
+
+
+def _services(command: str, dsn: str) -> None:
+    """Stop or start the real PostgreSQL server that `make services` runs."""
+    port = str(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or 5432)
+    script = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services.sh"
+    result = subprocess.run([str(script), command], env={**os.environ, "LLMPULSE_PG_PORT": port},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_30_second_database_outage_loses_nothing(metrics_pipeline, producer):
+    dsn, workers = metrics_pipeline
+    project = f"metrics-{uuid.uuid4().hex[:8]}"
+    spans, feedback = _traffic(project, datetime.now(UTC))
+    half = len(spans) // 2
+    _produce(producer, spans[:half], [])
+    wait_until(lambda: _totals(dsn, project, "1m")[0] > 0, 120, "the first windows", workers)
+
+    _services("pg-stop", dsn)
+    try:
+        _produce(producer, spans[half:], feedback)  # arrives while the database is down
+        time.sleep(30)
+        for worker in workers:
+            assert worker.alive(), f"{worker.name} died during the outage:\n{worker.log()}"
+    finally:
+        _services("pg-start", dsn)
+
+    expected = (N_SPANS, N_SPANS // 10, len(feedback))
+    wait_until(lambda: _totals(dsn, project, "1m")[:3] == expected, 180, f"1m windows {expected} after the outage",
+               workers)
+    wait_until(lambda: _totals(dsn, project, "1h")[:3] == expected, 60, "1h rollups after the outage", workers)
+    wait_until(lambda: _totals(dsn, project, "1d")[:3] == expected, 60, "1d rollups after the outage", workers)
+    # The feedback store backs off up to 30 s between tries, so it may still be waiting.
+    wait_until(lambda: _feedback_rows(dsn, project) == len(feedback), 90, "feedback rows after the outage", workers)
+    assert "database unavailable" in workers[1].log()  # the store really waited, it did not skip
