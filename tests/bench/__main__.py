@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, results in docs/benchmarks/*.json."""
 from __future__ import annotations
 
-from tests.bench import logic, pipeline, retrieval
+from tests.bench import logic, nab, pipeline, retrieval
 
 
 def main() -> None:
@@ -11,6 +11,8 @@ def main() -> None:
     pipeline.main([])
     print("== trace retrieval with >= 1,000,000 spans stored ==", flush=True)
     retrieval.main([])
+    print("== anomaly detection: NAB corpus and the LLM incident suite ==", flush=True)
+    nab.main([])
 
 
 if __name__ == "__main__":
