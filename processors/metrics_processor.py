@@ -104,7 +104,11 @@ class MetricsProcessor:
         lateness: timedelta = timedelta(minutes=10),
         clock_skew: timedelta = timedelta(minutes=1),
         max_traces: int = 200_000,
+        max_future: timedelta = timedelta(minutes=5),
+        now=lambda: datetime.now(UTC),  # noqa: ANN001 - the clock, injectable for tests
     ) -> None:
+        self.max_future = max_future
+        self._now = now
         self.lateness = lateness
         self.clock_skew = clock_skew
         self.max_traces = max_traces
@@ -151,12 +155,21 @@ class MetricsProcessor:
             part = self.partitions[message.partition] = _Partition(self.lateness, self.max_traces)
         if message.topic == FEEDBACK.name:
             feedback = decode(message.value, expected="feedback")
+            self._check_not_future(feedback["time"])
             part.aggregator.add_feedback(feedback, part.trace_dims.get(feedback["trace_id"]))
         else:
             span = decode(message.value, expected="span")
+            self._check_not_future(span["end_time"])
             part.aggregator.add_span(span)
             part.remember(span)
         return []
+
+    def _check_not_future(self, at: datetime) -> None:
+        # One event from a producer whose clock runs ahead would move the
+        # watermark and make every honest event late; it goes to the dead
+        # letters instead.
+        if at > self._now() + self.max_future:
+            raise ValueError(f"event time {at.isoformat()} is more than {self.max_future} in the future")
 
     def tick(self) -> list[Output]:
         """Emit the 1-minute partials changed or closed since the last tick."""

@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -67,7 +68,9 @@ def publish(bootstrap: str, spans: int, seed: int) -> int:
     """Publish about ``spans`` spans as Avro; return the exact count."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
                          "compression.type": "lz4"})
-    model = TrafficModel(seed=seed)
+    # Back-dated so that it ends about now: event times in the future would be
+    # refused by the metrics processor (and are not what producers send).
+    model = TrafficModel(seed=seed, start=datetime.now(UTC) - timedelta(seconds=spans / 80))
     sent = 0
     for trace in model.traces(10**9):
         for span in trace:

@@ -77,3 +77,12 @@ def test_revoked_partitions_are_forgotten() -> None:
 def test_bad_input_raises_for_the_dead_letter_path() -> None:
     with pytest.raises(SerializationError):
         MetricsProcessor().process(SourceMessage("llm.spans.enriched", 0, 0, None, b"junk", 0))
+
+
+def test_events_from_the_future_are_refused_not_allowed_to_move_the_watermark() -> None:
+    proc = MetricsProcessor(now=lambda: T)
+    with pytest.raises(ValueError, match="in the future"):
+        proc.process(_span_msg(0, 10))  # ten minutes ahead of the clock
+    proc.process(_span_msg(0, 0))
+    [record] = [r for r in _records(proc.tick())]
+    assert record["request_count"] == 1 and record["late_events"] == 0
