@@ -1,6 +1,7 @@
 """The trace store: enriched spans into PostgreSQL, one batch per transaction.
 
-A batch is COPYed into a temporary staging table, inserted into ``spans``
+A batch is COPYed straight into ``spans``; a batch that overlaps stored rows
+(a replay) is COPYed into a staging table instead and inserted into ``spans``
 with ``ON CONFLICT DO NOTHING`` (a span's key is ``(trace_id, span_id,
 start_time)``), and the summaries of the batch's traces are recomputed from
 ``spans`` by ``llmpulse_refresh_traces``. Recomputing rather than adding is
@@ -102,16 +103,10 @@ class TraceStore:
         if not spans:
             return WriteResult(0, 0, 0)
         conn = self._connection()
+        rows = [span_row(span) for span in spans]
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN") as copy:
-                    for span in spans:
-                        copy.write_row(span_row(span))
-                cur.execute(
-                    f"INSERT INTO spans ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
-                    "ON CONFLICT (trace_id, span_id, start_time) DO NOTHING"
-                )
-                inserted = cur.rowcount
+                inserted = self._copy_new(conn, cur, rows)
                 trace_ids = sorted({s["trace_id"] for s in spans})
                 cur.execute("SELECT llmpulse_refresh_traces(%s)", (trace_ids,))
                 (refreshed,) = cur.fetchone()
@@ -124,6 +119,33 @@ class TraceStore:
                 "is the database migrated (llmpulse db migrate)?"
             ) from exc
         return WriteResult(len(spans), inserted, refreshed)
+
+    @staticmethod
+    def _copy_new(conn: psycopg.Connection, cur: psycopg.Cursor, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows not stored yet; returns how many were new.
+
+        Straight COPY into ``spans`` first: it is the common case and costs
+        half of staging + upserting. A batch holding a span already stored (a
+        replay after a crash or rebalance) fails that COPY as a whole; the
+        savepoint undoes it and the batch goes through the staging table with
+        ``ON CONFLICT DO NOTHING`` instead.
+        """
+        try:
+            with conn.transaction():
+                with cur.copy(f"COPY spans ({_COLUMN_LIST}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+        with cur.copy(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO spans ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
+            "ON CONFLICT (trace_id, span_id, start_time) DO NOTHING"
+        )
+        return cur.rowcount
 
     def close(self) -> None:
         """Close the connection; the next write opens a new one."""

@@ -119,3 +119,15 @@ def test_a_row_the_database_rejects_is_dead_lettered_and_the_rest_stored(bootstr
     record = decode(dead.value(), expected="dead_letter")
     assert record["processor"] == "test-store" and record["topic"] == topic
     assert "spans_time_order_check" in record["error"]
+
+
+def test_trace_store_replays_and_partial_overlaps_change_nothing(store_db):
+    store = TraceStore(store_db)
+    spans = _spans(30)
+    assert store.write(spans[:20]).spans_inserted == 20  # fast path: straight COPY
+    # A replay overlapping what is stored takes the upsert path: only the 10 new spans count.
+    assert store.write(spans[10:]).spans_inserted == 10
+    assert store.write(spans).spans_inserted == 0
+    with psycopg.connect(store_db) as conn:
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 30
+        assert conn.execute("SELECT span_count FROM traces").fetchall() == [(30,)]
