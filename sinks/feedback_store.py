@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from sinks.errors import explain
+
 if TYPE_CHECKING:
     from processors.settings import Settings
     from sinks.runner import BatchSink
@@ -44,20 +46,6 @@ _UPSERT = (
 
 class FeedbackStoreError(RuntimeError):
     """A batch could not be written for a reason retrying will not fix."""
-
-
-def _explain(exc: psycopg.Error) -> str:
-    """The server's message and detail for a non-transient error, plus what to do."""
-    diag = exc.diag
-    text = f"{exc.sqlstate} {diag.message_primary or str(exc).strip()}"
-    if diag.message_detail:
-        text += f" ({diag.message_detail.rstrip('.')})"
-    state = exc.sqlstate or ""
-    if state.startswith("23"):  # integrity constraint violation: the data, not the database
-        return text + f"; a record breaks {diag.constraint_name or 'a constraint'}: fix its producer"
-    if state in ("42P01", "42703"):  # undefined table / column
-        return text + "; is the database migrated (llmpulse db migrate)?"
-    return text
 
 
 @dataclass(frozen=True)
@@ -171,7 +159,7 @@ class FeedbackStore:
             named = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
             raise FeedbackStoreError(
                 f"writing a batch of {len(feedback)} feedback events ({named}) failed: "
-                f"{_explain(exc)}"
+                f"{explain(exc)}"
             ) from exc
         inserted = sum(flags)
         return FeedbackWriteResult(len(feedback), inserted, len(flags) - inserted)

@@ -30,6 +30,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+from sinks.errors import explain
 from ddsketch.pb.proto import KeyMappingProto
 from ddsketch.pb.proto import pb as _pb
 from google.protobuf.message import DecodeError
@@ -88,20 +90,6 @@ _LOCK_CLASS = 0x6D77
 
 class MetricsStoreError(RuntimeError):
     """A batch could not be written for a reason retrying will not fix."""
-
-
-def _explain(exc: psycopg.Error) -> str:
-    """The server's message and detail for a non-transient error, plus what to do."""
-    diag = exc.diag
-    text = f"{exc.sqlstate} {diag.message_primary or str(exc).strip()}"
-    if diag.message_detail:
-        text += f" ({diag.message_detail.rstrip('.')})"
-    state = exc.sqlstate or ""
-    if state.startswith("23"):  # integrity constraint violation: the data, not the database
-        return text + f"; a record breaks {diag.constraint_name or 'a constraint'}: fix its producer"
-    if state in ("42P01", "42703"):  # undefined table / column
-        return text + "; is the database migrated (llmpulse db migrate)?"
-    return text
 
 
 @dataclass(frozen=True)
@@ -457,7 +445,7 @@ class MetricsStore:
             raise
         except psycopg.Error as exc:
             raise MetricsStoreError(
-                f"writing the {_describe(parts)} failed: {_explain(exc)}"
+                f"writing the {_describe(parts)} failed: {explain(exc)}"
             ) from exc
         except (ValueError, DecodeError) as exc:  # sketches that cannot be read or merged
             raise MetricsStoreError(f"merging the {_describe(parts)} failed: {exc}") from exc
