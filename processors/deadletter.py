@@ -25,7 +25,6 @@ class SourceMessage:
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int | None = None  # the broker's message timestamp, when known
 
 
 def dead_letter_record(processor: str, message: SourceMessage, error: BaseException) -> dict:

@@ -21,7 +21,6 @@ import time
 from confluent_kafka import (
     OFFSET_END,
     OFFSET_INVALID,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     Message,
@@ -108,11 +107,7 @@ class KafkaRuntime:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("%s: consumer error %s", self.processor.name, msg.error())
             return
-        kind, timestamp = msg.timestamp()
-        message = SourceMessage(
-            msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-            timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None,
-        )
+        message = SourceMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
         self._child(self.metrics.events_in, message.topic).inc()
         started = time.perf_counter()
         try:

@@ -75,10 +75,7 @@ def build_app(
 
     async def handle(event: faust.EventT) -> None:
         raw = event.message
-        message = SourceMessage(
-            raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-            int(raw.timestamp * 1000) if raw.timestamp else None,
-        )
+        message = SourceMessage(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
         metrics.events_in.labels(processor.name, raw.topic).inc()
         started = time.perf_counter()
         try:

@@ -13,14 +13,11 @@ SPAN = sample("span")
 T = SPAN["end_time"]
 
 
-def _ms(at) -> int:
-    return int(at.timestamp() * 1000)
-
 
 def _span_msg(partition: int, minute: int, *, trace: str = "a" * 32, **fields):
     end = T + timedelta(minutes=minute)
     span = {**SPAN, "trace_id": trace, "start_time": end - timedelta(milliseconds=500), "end_time": end, **fields}
-    return SourceMessage("llm.spans.enriched", partition, 0, None, encode("span", span), _ms(end) + 1000)
+    return SourceMessage("llm.spans.enriched", partition, 0, None, encode("span", span))
 
 
 def _records(outputs) -> list[dict]:
@@ -57,9 +54,9 @@ def test_feedback_joins_its_traces_dimensions_in_the_same_partition() -> None:
     proc = MetricsProcessor(clock_skew=timedelta(0))
     proc.process(_span_msg(0, 0, trace="b" * 32, parent_span_id=None))
     fb = {**sample("feedback"), "trace_id": "b" * 32, "time": T + timedelta(seconds=5), "rating": 4.0}
-    proc.process(SourceMessage("llm.feedback", 0, 1, None, encode("feedback", fb), _ms(T) - 120_000))
+    proc.process(SourceMessage("llm.feedback", 0, 1, None, encode("feedback", fb)))
     unknown = {**fb, "trace_id": "c" * 32}
-    proc.process(SourceMessage("llm.feedback", 0, 2, None, encode("feedback", unknown), _ms(T) - 120_000))
+    proc.process(SourceMessage("llm.feedback", 0, 2, None, encode("feedback", unknown)))
     records = {r["model"]: r for r in _records(proc.tick())}
     joined = records[SPAN["response_model"]]
     assert (joined["request_count"], joined["feedback_count"], joined["rating_sum"]) == (1, 1, 4.0)
@@ -76,7 +73,7 @@ def test_revoked_partitions_are_forgotten() -> None:
 
 def test_bad_input_raises_for_the_dead_letter_path() -> None:
     with pytest.raises(SerializationError):
-        MetricsProcessor().process(SourceMessage("llm.spans.enriched", 0, 0, None, b"junk", 0))
+        MetricsProcessor().process(SourceMessage("llm.spans.enriched", 0, 0, None, b"junk"))
 
 
 def test_events_from_the_future_are_refused_not_allowed_to_move_the_watermark() -> None:
