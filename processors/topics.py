@@ -60,6 +60,14 @@ METRIC_WINDOWS = TopicSpec(
     "llm.metric_windows", "1-minute partial windows per source partition; key = series.", "metric_window"
 )
 METRICS = TopicSpec("llm.metrics", "Windowed metric points for the detectors.", "metric_point")
+ANOMALIES = TopicSpec(
+    "llm.anomalies", "Anomaly episodes (open, updated, resolved); key = anomaly_id.", "anomaly",
+    retention_ms=30 * DAY_MS,
+)
+ANOMALY_FEEDBACK = TopicSpec(
+    "llm.anomaly_feedback", "People's verdicts on anomalies (false positive, acknowledged); key = series.",
+    "anomaly_feedback", retention_ms=90 * DAY_MS,
+)
 ALERTS = TopicSpec("llm.alerts", "Alerts for Slack and other notifiers.", "alert", retention_ms=30 * DAY_MS)
 DEADLETTER = TopicSpec(
     "llm.deadletter",
@@ -79,6 +87,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EXPOSURES,
     METRIC_WINDOWS,
     METRICS,
+    ANOMALIES,
+    ANOMALY_FEEDBACK,
     ALERTS,
     DEADLETTER,
 )

@@ -236,7 +236,7 @@ class Catalog:
         Examples
         --------
         >>> sorted(Catalog.shipped().names())[:3]
-        ['alert', 'dead_letter', 'experiment']
+        ['alert', 'anomaly', 'anomaly_feedback']
         """
         return cls.from_directory(SHIPPED_DIR)
 

@@ -86,7 +86,7 @@ def test_samples_cover_every_shipped_record(codec):
     assert SAMPLE_NAMES == codec.catalog.names()
     assert set(SAMPLE_NAMES) == {
         "span", "feedback", "user_profile", "experiment",
-        "exposure", "metric_point", "metric_window", "alert", "dead_letter",
+        "exposure", "metric_point", "metric_window", "alert", "dead_letter", "anomaly", "anomaly_feedback",
     }
 
 

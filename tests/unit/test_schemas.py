@@ -14,7 +14,7 @@ from schemas.catalog import SHIPPED_DIR, Catalog, load_schema
 SCHEMA_FILES = sorted(SHIPPED_DIR.glob("*/*.avsc"))
 EXPECTED_RECORDS = {
     "span", "feedback", "user_profile", "experiment",
-    "exposure", "metric_point", "metric_window", "alert", "dead_letter",
+    "exposure", "metric_point", "metric_window", "alert", "dead_letter", "anomaly", "anomaly_feedback",
 }
 
 
