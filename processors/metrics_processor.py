@@ -58,6 +58,7 @@ _SNAPSHOT_FIELDS = (
     "input_tokens", "output_tokens", "cached_tokens", "usage_count", "cost_usd", "cost_count",
     "feedback_count", "rating_sum", "rating_count", "thumbs_up", "thumbs_count", "late_events",
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "sketch", "final",
+    "cost_sq_sum", "rating_sq_sum", "latency_ms_sum", "latency_ms_sq_sum",
 )
 
 

@@ -160,6 +160,10 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         ),
         "final": False,
         "emitted_at": _at(62.5),
+        "cost_sq_sum": 1.4705e-07,
+        "rating_sq_sum": 16.0,
+        "latency_ms_sum": 4528.0,
+        "latency_ms_sq_sum": 6835414.0,
     },
     "alert": {
         "alert_id": "al-20250601-0007",

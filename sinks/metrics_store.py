@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTERS",
+    "FLOAT_SUMS",
     "MetricsStore",
     "MetricsStoreError",
     "MetricsWriteResult",
@@ -55,8 +56,8 @@ __all__ = [
     "sketch_quantiles",
 ]
 
-#: Integer sums of a window, in table column order (``cost_usd`` and
-#: ``rating_sum`` are handled apart: nano-dollars and an exact float sum).
+#: Integer sums of a window, in table column order (``cost_usd`` and the
+#: :data:`FLOAT_SUMS` are handled apart: nano-dollars and exact float sums).
 COUNTERS: tuple[str, ...] = (
     "request_count", "error_count", "input_tokens", "output_tokens", "cached_tokens",
     "usage_count", "cost_count", "feedback_count", "rating_count", "thumbs_up",
@@ -70,7 +71,12 @@ _QS = (0.5, 0.9, 0.95, 0.99)
 #: aggregator.
 LEVELS: tuple[tuple[str, int], ...] = (("1m", 60), ("1h", 3600), ("1d", 86400))
 
-_SUMS = (*COUNTERS, "cost_usd", "rating_sum")
+#: Float sums, merged with ``math.fsum``: the rating sum, and the sums and
+#: sums of squares that make means comparable with a t-test (cohorts,
+#: experiments): cost, rating and latency per event.
+FLOAT_SUMS: tuple[str, ...] = ("rating_sum", "cost_sq_sum", "rating_sq_sum", "latency_ms_sum", "latency_ms_sq_sum")
+
+_SUMS = (*COUNTERS, "cost_usd", *FLOAT_SUMS)
 PART_COLUMNS: tuple[str, ...] = (
     "series", "window_start", "partition", *_SUMS, *QUANTILE_COLUMNS, "sketch", "final", "emitted_at",
 )
@@ -135,8 +141,8 @@ def check_part(part: Mapping[str, Any]) -> None:
         problem = "window_start is not a UTC minute boundary"
     elif part["partition"] < 0:
         problem = f"partition {part['partition']} is negative"
-    elif not math.isfinite(part["cost_usd"]) or not math.isfinite(part["rating_sum"]):
-        problem = "cost_usd and rating_sum must be finite"
+    elif not all(math.isfinite(part[c]) for c in ("cost_usd", *FLOAT_SUMS)):
+        problem = "cost_usd, " + ", ".join(FLOAT_SUMS) + " must be finite"
     if problem:
         raise MetricsStoreError(
             f"{problem} (metric_window of series {part['series']} at {start.isoformat()}, "
@@ -254,7 +260,8 @@ def merge_windows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {name: sum(r[name] for r in rows) for name in COUNTERS}
     out["cost_usd"] = Decimal(sum(_nanos(r["cost_usd"]) for r in rows)).scaleb(-9)
-    out["rating_sum"] = math.fsum(r["rating_sum"] for r in rows)
+    for name in FLOAT_SUMS:
+        out[name] = math.fsum(r[name] for r in rows)
     sketch = merge_sketches(r["sketch"] for r in rows)
     out.update(zip(QUANTILE_COLUMNS, sketch_quantiles(sketch)))
     out["sketch"] = sketch
@@ -337,7 +344,7 @@ def _part_row(part: Mapping[str, Any]) -> tuple[Any, ...]:
     return (
         part["series"], part["window_start"], part["partition"],
         *(part[c] for c in COUNTERS),
-        Decimal(_nanos(part["cost_usd"])).scaleb(-9), part["rating_sum"],
+        Decimal(_nanos(part["cost_usd"])).scaleb(-9), *(part[c] for c in FLOAT_SUMS),
         *(part[c] for c in QUANTILE_COLUMNS),
         part["sketch"], part["final"], part["emitted_at"],
     )

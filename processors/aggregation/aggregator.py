@@ -59,6 +59,7 @@ class _Acc:
     __slots__ = (
         "level", "start", "series", "n", "errors", "zero", "bins", "in_tok", "out_tok", "cached",
         "usage", "cost_nanos", "cost_n", "fb", "rating_sum", "rating_n", "up", "thumbs_n", "late", "dirty",
+        "cost_sq", "rating_sq", "lat_sum", "lat_sq",
     )
 
     def __init__(self, level: int, start: int, series: _Series) -> None:
@@ -70,7 +71,8 @@ class _Acc:
         self.in_tok = self.out_tok = self.cached = self.usage = 0
         self.cost_nanos = self.cost_n = 0
         self.fb = self.rating_n = self.up = self.thumbs_n = self.late = 0
-        self.rating_sum = 0.0
+        self.cost_sq = self.lat_sum = self.lat_sq = 0  # nano-dollars^2, us, us^2: exact ints
+        self.rating_sum = self.rating_sq = 0.0
         self.dirty = False
 
 
@@ -167,6 +169,12 @@ class WindowAggregator:
         cost = span.get("cost_usd")
         if cost is not None:
             cost = round(cost * 1e9)  # nano-dollars: exact, order-independent sums
+            cost_sq = cost * cost
+        # Integer microseconds, like cost in nano-dollars, so the sums and
+        # sums of squares are exact whatever order events arrive in. Clock
+        # skew (end before start) counts as 0, as in the sketch.
+        lat = max((end - span["start_time"]) // _US, 0)
+        latency_sq = lat * lat
         in_tok = span.get("input_tokens")
         out_tok = span.get("output_tokens")
         usage = in_tok is not None or out_tok is not None
@@ -205,6 +213,8 @@ class WindowAggregator:
             if acc is None:
                 acc = bucket[series] = _Acc(level, start, series)
             acc.n += 1
+            acc.lat_sum += lat
+            acc.lat_sq += latency_sq
             if error:
                 acc.errors += 1
             if key is None:
@@ -220,6 +230,7 @@ class WindowAggregator:
             if cost is not None:
                 acc.cost_nanos += cost
                 acc.cost_n += 1
+                acc.cost_sq += cost_sq
             if not acc.dirty:
                 acc.dirty = True
                 dirty.append(acc)
@@ -273,6 +284,7 @@ class WindowAggregator:
             acc.fb += 1
             if rating is not None:
                 acc.rating_sum += rating
+                acc.rating_sq += rating * rating
                 acc.rating_n += 1
             if thumbs is not None:
                 acc.thumbs_n += 1
@@ -428,6 +440,10 @@ class WindowAggregator:
             cost_count=acc.cost_n,
             feedback_count=acc.fb,
             rating_sum=acc.rating_sum,
+            cost_sq_sum=acc.cost_sq / 1e18,
+            rating_sq_sum=acc.rating_sq,
+            latency_ms_sum=acc.lat_sum / 1e3,
+            latency_ms_sq_sum=acc.lat_sq / 1e6,
             rating_count=acc.rating_n,
             thumbs_up=acc.up,
             thumbs_count=acc.thumbs_n,

@@ -111,6 +111,12 @@ class WindowSnapshot:
     p99_ms: float | None
     sketch: bytes
     final: bool = False
+    #: Sums of squares (and the latency sum) behind means with a variance:
+    #: cost per costed span, rating per rating, latency per span.
+    cost_sq_sum: float = 0.0
+    rating_sq_sum: float = 0.0
+    latency_ms_sum: float = 0.0
+    latency_ms_sq_sum: float = 0.0
 
     @property
     def error_rate(self) -> float | None:

@@ -14,7 +14,7 @@ from schemas.codec import SerializationError, decode, encode, encode_json
 from schemas.samples import sample
 from sinks.metrics_store import check_part, merge_windows, sketch_quantiles
 
-SCHEMA_PATH = SHIPPED_DIR / "metric_window" / "v1.avsc"
+SCHEMA_PATH = SHIPPED_DIR / "metric_window" / "v2.avsc"
 FIELDS = [f["name"] for f in json.loads(SCHEMA_PATH.read_text())["fields"]]
 
 
@@ -53,7 +53,7 @@ def test_nullable_quantiles_default_to_null():
 
 
 def test_the_schema_is_shipped():
-    assert Catalog.shipped().current("metric_window").version == 1
+    assert Catalog.shipped().current("metric_window").version == 2
 
 
 def test_a_real_snapshot_round_trips():
