@@ -1,9 +1,10 @@
 """The workers ``llmpulse run`` knows, by name.
 
-Two kinds: stream processors (plain logic run by librdkafka,
+Three kinds: stream processors (plain logic run by librdkafka,
 :mod:`processors.kafka_runtime`, or by a faust agent, :mod:`processors.runtime`,
-as ``LLMPULSE_ENGINE`` says) and sinks (batched database writers, see
-:mod:`sinks.runner`). Each runs as its own consumer group.
+as ``LLMPULSE_ENGINE`` says), sinks (batched database writers, see
+:mod:`sinks.runner`), each its own consumer group, and scheduled jobs (a
+loop over the database: metric points, experiment results, Slack delivery).
 """
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ SINKS: dict[str, Callable[[Settings], object]] = {
     "feedback-store": lambda settings: _feedback_store(settings),
 }
 
+#: name -> run(settings), for jobs that run their own loop until SIGTERM.
+JOBS: dict[str, Callable[[Settings], None]] = {
+    "metric-points": lambda settings: _metric_points(settings),
+}
+
 #: Every worker name; start order for ``llmpulse run all``.
-WORKERS: tuple[str, ...] = (*PROCESSORS, *SINKS)
+WORKERS: tuple[str, ...] = (*PROCESSORS, *SINKS, *JOBS)
 
 
 def _ingest(settings: Settings) -> Processor:
@@ -59,6 +65,12 @@ def _feedback_store(settings: Settings) -> object:
     return feedback_store_sink(settings)
 
 
+def _metric_points(settings: Settings) -> None:
+    from sinks.metric_points import run_metric_points
+
+    run_metric_points(settings)
+
+
 def make_processor(name: str, settings: Settings) -> Processor:
     """Build the faust processor called ``name``.
 
@@ -74,6 +86,9 @@ def make_processor(name: str, settings: Settings) -> Processor:
 
 def run(name: str, settings: Settings) -> None:
     """Run worker ``name`` in this process until it is stopped."""
+    if name in JOBS:
+        JOBS[name](settings)
+        return
     if name in SINKS:
         from sinks.runner import run_sink
 

@@ -9,8 +9,17 @@ trace id. Per span, in this order:
    this point (topics, database, dashboards, alerts) ever holds it;
 2. **cost** from the price table when the span carries none; unknown models
    are counted, never guessed;
-3. **sample** per project when a project exceeds its span budget, whole
+3. **enrich** with the user's cohorts and experiment variants, and emit
+   one exposure per (user, experiment) (:mod:`processors.enrich`; profiles
+   and definitions come from the compacted ``llm.users`` and
+   ``llm.experiments`` topics, read whole at start and followed after);
+4. **sample** per project when a project exceeds its span budget, whole
    traces at a time, always keeping errors and slow traces.
+
+Feedback from ``llm.feedback`` is validated, tagged with the same cohorts and
+variants, and written to ``llm.feedback.enriched`` keyed by trace id, the
+same key and partitioner as the enriched spans, so downstream joins by trace
+stay within one partition.
 """
 from __future__ import annotations
 
@@ -18,13 +27,25 @@ from collections import Counter
 from collections.abc import Iterable
 
 from processors.contract import Output
-from processors.deadletter import SourceMessage
+from processors.deadletter import SourceMessage, encode_dead_letter
 from processors.otlp import spans_from_otlp
 from processors.pii import PiiMasker, parse_patterns
 from processors.pricing import PriceTable, UnknownModels
 from processors.sampling import TraceSampler, parse_budgets
 from processors.settings import Settings
-from processors.topics import OTLP_SPANS, SPANS, SPANS_ENRICHED
+from processors.enrich import Enricher
+from processors.tables import CompactedTable
+from processors.topics import (
+    DEADLETTER,
+    EXPERIMENTS,
+    EXPOSURES,
+    FEEDBACK,
+    FEEDBACK_ENRICHED,
+    OTLP_SPANS,
+    SPANS,
+    SPANS_ENRICHED,
+    USERS,
+)
 from schemas.codec import decode, encode, encode_decoded
 
 Sample = tuple[str, str, dict[str, str], float]
@@ -46,12 +67,21 @@ class IngestProcessor:
     """
 
     name = "ingest"
-    sources = (SPANS.name, OTLP_SPANS.name)
+    sources = (SPANS.name, OTLP_SPANS.name, FEEDBACK.name)
 
-    def __init__(self, prices: PriceTable, masker: PiiMasker, sampler: TraceSampler | None = None) -> None:
+    def __init__(
+        self,
+        prices: PriceTable,
+        masker: PiiMasker,
+        sampler: TraceSampler | None = None,
+        enricher: Enricher | None = None,
+        tables: tuple[CompactedTable, ...] = (),
+    ) -> None:
         self.prices = prices
         self.masker = masker
         self.sampler = sampler
+        self.enricher = enricher
+        self.tables = tables
         self.unknown_models = UnknownModels()
         self.masked: Counter[str] = Counter()
         self.costed: Counter[str] = Counter()
@@ -65,35 +95,65 @@ class IngestProcessor:
         if settings.sampling_budgets:
             budgets, default = parse_budgets(settings.sampling_budgets)
             sampler = TraceSampler(budgets, default_budget=default, slow_ms=settings.sampling_slow_ms)
-        return cls(prices, masker, sampler)
+        enricher, tables = _enrichment(settings)
+        return cls(prices, masker, sampler, enricher, tables)
+
+    def start(self) -> list[Output]:
+        """Read the profile and experiment tables whole (called once, before consuming)."""
+        return [out for table in self.tables for out in self._dead_letters(table.restore())]
 
     def process(self, message: SourceMessage) -> list[Output]:
         if message.value is None:
             raise ValueError(f"empty message value (tombstone) on {message.topic}")
+        if message.topic == FEEDBACK.name:
+            return [self._feedback(message.value)]
+        exposures: list[Output] = []
         if message.topic == OTLP_SPANS.name:
             # Mapped by our code from foreign attributes: validate on the way out.
-            return self._outputs(self._kept(self._enrich(span) for span in spans_from_otlp(message.value)), encode)
-        # Decoded and validated already; masking and cost change only strings
-        # and a float, so re-validating would double the encoder's cost.
-        span = decode(message.value, expected="span")
-        return self._outputs(self._kept([self._enrich(span)]), encode_decoded)
+            spans = [self._enrich(span, exposures) for span in spans_from_otlp(message.value)]
+            return self._outputs(self._kept(spans), encode) + exposures
+        # Decoded and validated already; masking, cost and tags change only
+        # strings and a float, so re-validating would double the encoder's cost.
+        span = self._enrich(decode(message.value, expected="span"), exposures)
+        return self._outputs(self._kept([span]), encode_decoded) + exposures
 
     def tick(self) -> list[Output]:
-        """Release sampled traces whose decision time has come (called every second)."""
-        return self._outputs(self.sampler.flush_expired(), encode) if self.sampler else []
+        """Follow the tables; release sampled traces whose time has come (called every second)."""
+        outputs = [out for table in self.tables for out in self._dead_letters(table.poll())]
+        if self.sampler:
+            outputs += self._outputs(self.sampler.flush_expired(), encode)
+        return outputs
 
     def drain(self) -> list[Output]:
         """Decide every trace the sampler still holds (called on shutdown)."""
         return self._outputs(self.sampler.drain(), encode) if self.sampler else []
 
-    def _enrich(self, span: dict) -> dict:
+    def _enrich(self, span: dict, exposures: list[Output]) -> dict:
         span = self.masker.mask_span(span, self.masked)
         result = self.prices.cost_of(span)
         self.costed[result.source] += 1
         if result.source == "table":
             span["cost_usd"] = result.cost_usd
         self.unknown_models.observe(result)
+        if self.enricher is None:
+            return span
+        span, exposed = self.enricher.span(span)
+        exposures += [Output(EXPOSURES.name, f"{e['experiment_key']}|{e['user_id']}".encode(), encode("exposure", e))
+                      for e in exposed]
         return span
+
+    def _feedback(self, value: bytes) -> Output:
+        feedback = decode(value, expected="feedback")
+        if feedback.get("comment"):
+            # Users paste e-mail addresses and phone numbers into comments too.
+            feedback["comment"], found = self.masker.mask(feedback["comment"])
+            self.masked.update(found)
+        if self.enricher is not None:
+            feedback = self.enricher.feedback(feedback)
+        return Output(FEEDBACK_ENRICHED.name, feedback["trace_id"].encode(), encode("feedback", feedback))
+
+    def _dead_letters(self, bad: list) -> list[Output]:
+        return [Output(DEADLETTER.name, source.key, encode_dead_letter(self.name, source, exc)) for source, exc in bad]
 
     def _kept(self, spans: Iterable[dict]) -> list[dict]:
         if self.sampler is None:
@@ -120,6 +180,8 @@ class IngestProcessor:
             ("llmpulse_unknown_model_spans", "Spans whose model has no price.", {"model": m}, float(n))
             for m, n in self.unknown_models.most_common(50)
         ]
+        if self.enricher is not None:
+            out += self.enricher.samples()
         if self.sampler:
             for project, counts in self.sampler.stats().items():
                 for what, n in counts.items():
@@ -127,3 +189,32 @@ class IngestProcessor:
                         (f"llmpulse_sampling_{what}", f"Sampling: {what.replace('_', ' ')}.", {"project": project}, float(n))
                     )
         return out
+
+
+def _enrichment(settings: Settings) -> tuple[Enricher, tuple[CompactedTable, ...]]:
+    """The enricher and the two tables feeding it (profiles, experiments)."""
+    from processors.cohorts import CohortConfig, CohortTagger, newer
+    from processors.experiments import Experiment
+
+    profiles: CompactedTable[dict] = CompactedTable(
+        settings.kafka_bootstrap_servers, USERS.name,
+        decode=lambda value: decode(value, expected="user_profile"),
+        merge=lambda old, new: new if newer(old, new) else old,
+    )
+    enricher = Enricher(CohortTagger(CohortConfig.load(settings.cohorts_file)), profiles.get)
+    experiments: CompactedTable[Experiment] = CompactedTable(
+        settings.kafka_bootstrap_servers, EXPERIMENTS.name,
+        decode=lambda value: _experiment(decode(value, expected="experiment")),
+        merge=lambda old, new: new if old is None or new.updated_at >= old.updated_at else old,
+        on_change=enricher.set_experiment,
+    )
+    return enricher, (profiles, experiments) if settings.enrich_tables else ()
+
+
+def _experiment(record: dict):  # noqa: ANN202 - an Experiment, imported lazily
+    from processors.experiments import Experiment
+
+    experiment = Experiment.from_record(record)
+    if experiment.status == "running":
+        experiment.compiled  # noqa: B018 - validates now, so a broken definition is dead-lettered
+    return experiment

@@ -78,6 +78,10 @@ class KafkaRuntime:
 
     def run(self) -> None:
         """Process until :meth:`stop`; the batch in hand is finished first."""
+        # Tables (profiles, experiments) are read whole before the first
+        # message, so nothing is tagged against half a table.
+        for out in getattr(self.processor, "start", lambda: [])():
+            self._produce(out)
         self.consumer.subscribe(list(self.processor.sources), on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("%s: consuming %s", self.processor.name, ", ".join(self.processor.sources))
         next_tick = time.monotonic() + self.tick_interval_s

@@ -14,7 +14,7 @@ they cannot be complete. Everything emitted is a full value, so a replay
 rewrites the same rows.
 
 Feedback joins the dimensions of its trace from the spans seen in the same
-partition (llm.feedback and llm.spans.enriched are co-partitioned by trace
+partition (llm.feedback.enriched and llm.spans.enriched are co-partitioned by trace
 id: same key, same partition count). Feedback on a trace this worker has not
 seen (or has forgotten, see ``max_traces``) counts under its project with
 the other dimensions ``unknown``.
@@ -29,7 +29,7 @@ from processors.aggregation import WindowAggregator
 from processors.aggregation.snapshot import WindowSnapshot
 from processors.contract import Output
 from processors.deadletter import SourceMessage
-from processors.topics import FEEDBACK, METRIC_WINDOWS, SPANS_ENRICHED
+from processors.topics import FEEDBACK_ENRICHED, METRIC_WINDOWS, SPANS_ENRICHED
 from schemas.codec import decode, encode
 
 _MINUTE_US = 60_000_000
@@ -98,7 +98,7 @@ class MetricsProcessor:
     """
 
     name = "metrics"
-    sources = (SPANS_ENRICHED.name, FEEDBACK.name)
+    sources = (SPANS_ENRICHED.name, FEEDBACK_ENRICHED.name)
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class MetricsProcessor:
         part = self.partitions.get(message.partition)
         if part is None:  # a runtime without assignment hooks reads each partition whole
             part = self.partitions[message.partition] = _Partition(self.lateness, self.max_traces)
-        if message.topic == FEEDBACK.name:
+        if message.topic == FEEDBACK_ENRICHED.name:
             feedback = decode(message.value, expected="feedback")
             self._check_not_future(feedback["time"])
             part.aggregator.add_feedback(feedback, part.trace_dims.get(feedback["trace_id"]))

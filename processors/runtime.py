@@ -97,13 +97,19 @@ def build_app(
         async for event in stream.events():
             await handle(event)
 
+    # Tables (profiles, experiments) are read whole before the app starts;
+    # what could not be read (dead letters) leaves with the first tick.
+    pending = list(getattr(processor, "start", lambda: [])())
     tick = getattr(processor, "tick", None)
-    if tick is not None:
+    if tick is not None or pending:
         # Time-driven work (releasing held traces) must happen even when no
         # message arrives.
         @app.timer(interval=1.0)
         async def on_tick() -> None:
-            await send(tick())
+            if pending:
+                await send(pending[:])
+                pending.clear()
+            await send(tick() if tick is not None else [])
 
     if hasattr(processor, "samples"):
         metrics.registry.register(ProcessorSamples(processor))

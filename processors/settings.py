@@ -18,6 +18,9 @@ Environment variables (all optional; defaults match ``make services``):
 ``LLMPULSE_PII_PATTERNS``      extra PII patterns, JSON ``{"NAME": "regex"}``
 ``LLMPULSE_SAMPLING_BUDGETS``  spans/s per project, ``proj=200,*=1000``
 ``LLMPULSE_SAMPLING_SLOW_MS``  traces at least this slow are always kept
+``LLMPULSE_GRAFANA_URL``       Grafana base URL used in alert links
+``LLMPULSE_RESULTS_INTERVAL_S`` seconds between experiment-results passes
+``LLMPULSE_SLACK_ROUTES``      Slack routes file (JSON, docs/slack.md)
 =============================  =============================================
 
 Settings are frozen and passed down explicitly: no module-level singleton that
@@ -89,6 +92,22 @@ class Settings(BaseSettings):
     )
     sampling_slow_ms: float = Field(
         10_000.0, gt=0, validation_alias=AliasChoices("LLMPULSE_SAMPLING_SLOW_MS", "sampling_slow_ms")
+    )
+    cohorts_file: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_COHORTS_FILE", "cohorts_file"))
+    points_settle_s: float = Field(
+        120.0, ge=0, validation_alias=AliasChoices("LLMPULSE_POINTS_SETTLE_S", "points_settle_s")
+    )
+    enrich_tables: bool = Field(
+        True, validation_alias=AliasChoices("LLMPULSE_ENRICH_TABLES", "enrich_tables")
+    )
+    grafana_url: str = Field(
+        "http://localhost:3000", validation_alias=AliasChoices("LLMPULSE_GRAFANA_URL", "grafana_url")
+    )
+    results_interval_s: float = Field(
+        60.0, gt=0, validation_alias=AliasChoices("LLMPULSE_RESULTS_INTERVAL_S", "results_interval_s")
+    )
+    slack_routes: str | None = Field(
+        None, validation_alias=AliasChoices("LLMPULSE_SLACK_ROUTES", "slack_routes")
     )
 
     @field_validator("kafka_bootstrap_servers")

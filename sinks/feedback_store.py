@@ -174,23 +174,23 @@ class FeedbackStore:
 
 
 def feedback_store_sink(settings: Settings) -> BatchSink[dict]:
-    """The feedback store as a :class:`sinks.runner.BatchSink` over ``llm.feedback``.
+    """The feedback store as a :class:`sinks.runner.BatchSink` over ``llm.feedback.enriched``.
 
     Examples
     --------
     >>> from processors.settings import Settings
     >>> sink = feedback_store_sink(Settings())
     >>> sink.name, sink.topics
-    ('feedback-store', ('llm.feedback',))
+    ('feedback-store', ('llm.feedback.enriched',))
     """
-    from processors.topics import FEEDBACK
+    from processors.topics import FEEDBACK_ENRICHED
     from schemas.codec import decode
     from sinks.runner import BatchSink  # noqa: F811 (runtime import; runner imports processors)
 
     store = FeedbackStore(settings.database_url.get_secret_value())
     return BatchSink(
         name="feedback-store",
-        topics=(FEEDBACK.name,),
+        topics=(FEEDBACK_ENRICHED.name,),
         decode=lambda value: decode(value, expected="feedback"),
         write=store.write,
     )

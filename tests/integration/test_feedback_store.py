@@ -135,7 +135,7 @@ def test_sink_decodes_and_writes(db):
     from processors.settings import Settings
 
     sink = feedback_store_sink(Settings(database_url=SecretStr(db)))
-    assert sink.name == "feedback-store" and sink.topics == ("llm.feedback",)
+    assert sink.name == "feedback-store" and sink.topics == ("llm.feedback.enriched",)
     events = generated_feedback(20)
     decoded = [sink.decode(encode("feedback", fb)) for fb in events]
     assert decoded == events

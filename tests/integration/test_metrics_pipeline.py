@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from processors.topics import FEEDBACK, METRIC_WINDOWS, SPANS_ENRICHED
+from processors.topics import FEEDBACK_ENRICHED, METRIC_WINDOWS, SPANS_ENRICHED
 from schemas.codec import encode
 from schemas.samples import sample
 from sinks.migrate import migrate
@@ -27,7 +27,7 @@ def metrics_pipeline(bootstrap, fresh_database, tmp_path):
     # Earlier runs' partials and feedback are not this test's business (the
     # metrics processor still replays the last minutes of spans by design).
     skip_backlog(bootstrap, "llmpulse-metrics-store", [METRIC_WINDOWS.name])
-    skip_backlog(bootstrap, "llmpulse-feedback-store", [FEEDBACK.name])
+    skip_backlog(bootstrap, "llmpulse-feedback-store", [FEEDBACK_ENRICHED.name])
     env = worker_env(bootstrap, fresh_database, tmp_path / "state")
     workers = [WorkerProcess(name, env, tmp_path).start() for name in ("metrics", "metrics-store", "feedback-store")]
     yield fresh_database, workers
@@ -70,7 +70,7 @@ def _produce(producer, spans, feedback) -> None:
     for span in spans:
         producer.produce(SPANS_ENRICHED.name, key=span["trace_id"].encode(), value=encode("span", span))
     for fb in feedback:
-        producer.produce(FEEDBACK.name, key=fb["trace_id"].encode(), value=encode("feedback", fb))
+        producer.produce(FEEDBACK_ENRICHED.name, key=fb["trace_id"].encode(), value=encode("feedback", fb))
     producer.flush(60)
 
 

@@ -127,7 +127,7 @@ def test_dead_letter_keeps_original_bytes_and_coordinates() -> None:
 
 def test_catalog_builds_processors_from_settings() -> None:
     processor = make_processor("ingest", Settings(sampling_budgets="p=10,*=100"))
-    assert processor.sources == ("llm.spans", "otlp_spans")
+    assert processor.sources == ("llm.spans", "otlp_spans", "llm.feedback")
     assert processor.sampler is not None
     with pytest.raises(KeyError, match="known: ingest"):
         make_processor("nope", Settings())

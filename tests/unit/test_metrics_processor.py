@@ -54,9 +54,9 @@ def test_feedback_joins_its_traces_dimensions_in_the_same_partition() -> None:
     proc = MetricsProcessor(clock_skew=timedelta(0))
     proc.process(_span_msg(0, 0, trace="b" * 32, parent_span_id=None))
     fb = {**sample("feedback"), "trace_id": "b" * 32, "time": T + timedelta(seconds=5), "rating": 4.0}
-    proc.process(SourceMessage("llm.feedback", 0, 1, None, encode("feedback", fb)))
+    proc.process(SourceMessage("llm.feedback.enriched", 0, 1, None, encode("feedback", fb)))
     unknown = {**fb, "trace_id": "c" * 32}
-    proc.process(SourceMessage("llm.feedback", 0, 2, None, encode("feedback", unknown)))
+    proc.process(SourceMessage("llm.feedback.enriched", 0, 2, None, encode("feedback", unknown)))
     records = {r["model"]: r for r in _records(proc.tick())}
     joined = records[SPAN["response_model"]]
     assert (joined["request_count"], joined["feedback_count"], joined["rating_sum"]) == (1, 1, 4.0)

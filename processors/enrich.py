@@ -1,0 +1,178 @@
+"""Enrich: cohort keys and experiment variants for spans and feedback.
+
+The ingest processor calls :class:`Enricher` on every span and feedback
+event after masking and costing. It needs two tables (the latest user
+profile per user, the latest definition per experiment; see
+:mod:`processors.tables`) and does three things:
+
+1. **cohorts**: the user's profile → ``llmpulse.cohort.<name>`` attributes
+   and the primary ``llmpulse.cohort`` (the metrics ``cohort`` dimension).
+   A user without a profile is tagged ``unknown``, never dropped.
+2. **variants**: for every *running* experiment the user is enrolled in,
+   the variant from the same sticky hash producers use
+   (:mod:`processors.experiments.assignment`). A span that carries no
+   variant for the experiment gets the computed one in ``span.experiments``.
+   A span whose producer-side variant disagrees keeps it (the application
+   really served it) and is flagged: ``llmpulse.variant_mismatch.<key>`` =
+   ``"<sent> != <computed>"``, counted per experiment. Never silently fixed.
+3. **exposures**: the first time this worker sees a (user, experiment), an
+   ``exposure`` record for ``llm.exposures`` (the exposures table keeps the
+   first one per pair, so several workers or a restart do not double count).
+
+Examples
+--------
+>>> from datetime import UTC, datetime
+>>> from processors.cohorts import CohortConfig, CohortTagger
+>>> from processors.experiments import prompt_ab
+>>> profiles = {"user-1042": {"user_id": "user-1042", "plan": "pro", "updated_at": datetime(2026, 1, 1, tzinfo=UTC)}}
+>>> enricher = Enricher(CohortTagger(CohortConfig.load()), profiles.get)
+>>> enricher.set_experiment("tone", prompt_ab("tone", "ml@x", "v1", "v2", status="running"))
+>>> from schemas.samples import sample
+>>> span, exposures = enricher.span(sample("span", experiments={}))
+>>> span["attributes"]["llmpulse.cohort"], span["experiments"]
+('pro', {'tone': 'control'})
+>>> [(e["experiment_key"], e["variant"]) for e in exposures]
+[('tone', 'control')]
+>>> enricher.span(sample("span", experiments={}))[1]
+[]
+"""
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from processors.cohorts import CohortTagger
+from processors.experiments import CompiledExperiment, Experiment
+
+__all__ = ["MISMATCH_ATTR", "Enricher"]
+
+#: Attribute prefix flagging a producer-side variant that disagrees with the computed one.
+MISMATCH_ATTR = "llmpulse.variant_mismatch."
+
+Profile = Mapping[str, Any]
+
+
+class Enricher:
+    """Tags spans and feedback with cohorts and variants; yields exposures.
+
+    Parameters
+    ----------
+    tagger
+        Cohort configuration, compiled.
+    profile_of
+        ``user_id -> profile or None`` (a table lookup).
+    exposure_memory
+        (user, experiment) pairs remembered to send each exposure once per
+        worker; older pairs are forgotten (a repeat is harmless: the
+        exposures table keeps the first).
+    """
+
+    def __init__(
+        self,
+        tagger: CohortTagger,
+        profile_of: Callable[[str], Profile | None],
+        *,
+        exposure_memory: int = 1_000_000,
+    ) -> None:
+        self.tagger = tagger
+        self.profile_of = profile_of
+        self.exposure_memory = exposure_memory
+        self.running: dict[str, CompiledExperiment] = {}
+        self._exposed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.mismatches: Counter[str] = Counter()
+        self.exposures: Counter[str] = Counter()
+        self.unknown_users = 0
+
+    def set_experiment(self, key: str, experiment: Experiment | None) -> None:
+        """Use the latest definition of ``key`` (None: deleted); only running ones assign.
+
+        >>> from processors.cohorts import CohortConfig
+        >>> from processors.experiments import prompt_ab
+        >>> e = Enricher(CohortTagger(CohortConfig.load()), {}.get)
+        >>> e.set_experiment("t", prompt_ab("t", "o@x", "v1", "v2", status="draft")); sorted(e.running)
+        []
+        """
+        if experiment is None or experiment.status != "running":
+            self.running.pop(key, None)
+        else:
+            self.running[key] = experiment.compiled
+
+    # -- per event ---------------------------------------------------------
+
+    def span(self, span: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The tagged span and the exposure records it caused."""
+        user_id = span.get("user_id")
+        profile = self.profile_of(user_id) if user_id else None
+        if profile is None:
+            self.unknown_users += 1
+        tagged = self.tagger.tag_span(span, profile)
+        if not self.running or not user_id:
+            return tagged, []
+        variants = self._variants(user_id, span.get("project"), profile)
+        if not variants:
+            return tagged, []
+        sent = span.get("experiments") or {}
+        merged = dict(sent)
+        attrs = tagged["attributes"]
+        exposures = []
+        for key, variant in variants.items():
+            claimed = sent.get(key)
+            if claimed is None:
+                merged[key] = variant
+            elif claimed != variant:
+                self.mismatches[key] += 1
+                attrs[MISMATCH_ATTR + key] = f"{claimed} != {variant}"
+            exposure = self._exposure(key, merged[key], user_id, span, "producer" if claimed else "processor")
+            if exposure is not None:
+                exposures.append(exposure)
+        tagged["experiments"] = merged
+        return tagged, exposures
+
+    def feedback(self, feedback: dict[str, Any]) -> dict[str, Any]:
+        """The feedback with cohort attributes and ``llmpulse.experiment.<key>`` variants."""
+        user_id = feedback.get("user_id")
+        profile = self.profile_of(user_id) if user_id else None
+        tagged = self.tagger.tag_feedback(feedback, profile)
+        if self.running and user_id:
+            for key, variant in self._variants(user_id, feedback.get("project"), profile).items():
+                tagged["attributes"][f"llmpulse.experiment.{key}"] = variant
+        return tagged
+
+    def _variants(self, user_id: str, project: str | None, profile: Profile | None) -> dict[str, str]:
+        attributes = {"user_id": user_id, "project": project}
+        if profile is not None:
+            attributes.update(profile)
+            attributes["cohort"] = self.tagger.cohorts_for(profile)
+        out = {}
+        for key, compiled in self.running.items():
+            assignment = compiled.assign(user_id, attributes)
+            if assignment.in_experiment:
+                out[key] = assignment.variant
+        return out
+
+    def _exposure(self, key: str, variant: str, user_id: str, span: Mapping[str, Any],
+                  source: str) -> dict[str, Any] | None:
+        pair = (user_id, key)
+        if pair in self._exposed:
+            return None
+        self._exposed[pair] = None
+        if len(self._exposed) > self.exposure_memory:
+            self._exposed.popitem(last=False)
+        self.exposures[key] += 1
+        at: datetime = span["start_time"]
+        return {"experiment_key": key, "variant": variant, "user_id": user_id,
+                "project": span.get("project") or "unknown", "time": at, "source": source}
+
+    def samples(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """Counters for Prometheus: mismatches and exposures per experiment, unknown users."""
+        out = [("llmpulse_enrich_unknown_user_spans", "Spans whose user has no profile (cohort 'unknown').",
+                {}, float(self.unknown_users))]
+        out += [("llmpulse_variant_mismatches", "Events whose producer-side variant differs from the computed one.",
+                 {"experiment": k}, float(n)) for k, n in self.mismatches.items()]
+        out += [("llmpulse_exposures_emitted", "Exposure events emitted (first sight per worker).",
+                 {"experiment": k}, float(n)) for k, n in self.exposures.items()]
+        out.append(("llmpulse_running_experiments", "Running experiments this worker assigns.", {},
+                    float(len(self.running))))
+        return out
