@@ -17,6 +17,7 @@ from processors.settings import Settings
 PROCESSORS: dict[str, Callable[[Settings], Processor]] = {
     "ingest": lambda settings: _ingest(settings),
     "metrics": lambda settings: _metrics(settings),
+    "anomalies": lambda settings: _anomalies(settings),
 }
 
 #: name -> factory(settings) -> BatchSink, for sinks.
@@ -24,6 +25,8 @@ SINKS: dict[str, Callable[[Settings], object]] = {
     "trace-store": lambda settings: _trace_store(settings),
     "metrics-store": lambda settings: _metrics_store(settings),
     "feedback-store": lambda settings: _feedback_store(settings),
+    "experiments-store": lambda settings: _experiment_store(settings, "experiments"),
+    "exposures-store": lambda settings: _experiment_store(settings, "exposures"),
 }
 
 #: name -> run(settings), for jobs that run their own loop until SIGTERM.
@@ -47,6 +50,14 @@ def _metrics(settings: Settings) -> Processor:
     return MetricsProcessor()
 
 
+def _anomalies(settings: Settings) -> Processor:
+    from pathlib import Path
+
+    from processors.anomaly.worker import AnomalyWorker
+
+    return AnomalyWorker(Path(settings.state_dir) / "anomalies")
+
+
 def _trace_store(settings: Settings) -> object:
     from sinks.trace_store import trace_store_sink
 
@@ -63,6 +74,13 @@ def _feedback_store(settings: Settings) -> object:
     from sinks.feedback_store import feedback_store_sink
 
     return feedback_store_sink(settings)
+
+
+def _experiment_store(settings: Settings, which: str) -> object:
+    from sinks import experiment_store
+
+    factory = experiment_store.experiments_store_sink if which == "experiments" else experiment_store.exposures_store_sink
+    return factory(settings)
 
 
 def _metric_points(settings: Settings) -> None:

@@ -21,6 +21,7 @@ from processors.settings import Settings
 from processors.generate_cli import generate
 from sinks.db_cli import db
 from sinks.trace_cli import trace
+from processors.experiments.cli import experiments
 
 
 def _settings() -> Settings:
@@ -136,6 +137,7 @@ main.add_command(db)
 main.add_command(demo)
 main.add_command(generate)
 main.add_command(trace)
+main.add_command(experiments)
 
 if __name__ == "__main__":
     main()

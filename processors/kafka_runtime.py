@@ -143,6 +143,15 @@ class KafkaRuntime:
         if hook is None:
             return  # stateless: resume from the committed offsets
         hook(sorted({tp.partition for tp in partitions}))
+        start_offsets = getattr(self.processor, "start_offsets", None)
+        if start_offsets is not None:
+            # The processor restored a checkpoint and says where to resume.
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=15)}
+            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in partitions}
+            starts = [TopicPartition(t, p, o) for (t, p), o in start_offsets(committed, ends).items()]
+            consumer.assign(starts)
+            log.info("%s: resuming %s", self.processor.name, ", ".join(f"{t.topic}[{t.partition}]@{t.offset}" for t in starts))
+            return
         replay = getattr(self.processor, "replay_from", None)
         if replay is None:
             return

@@ -47,6 +47,9 @@ class BatchSink(Generic[Record]):
     topics: tuple[str, ...]
     decode: Callable[[bytes], Record]
     write: Callable[[Sequence[Record]], Any]
+    #: Optional ``message -> record`` for sinks that need the key too (a
+    #: tombstone on a compacted topic says which key to delete).
+    decode_message: Callable[[Any], Record] | None = None
 
 
 class SinkRunner(Generic[Record]):
@@ -120,7 +123,8 @@ class SinkRunner(Generic[Record]):
                 continue
             self.metrics.events_in.labels(self.sink.name, msg.topic()).inc()
             try:
-                records.append((msg, self.sink.decode(msg.value())))
+                decode_message = self.sink.decode_message
+                records.append((msg, decode_message(msg) if decode_message else self.sink.decode(msg.value())))
             except Exception as exc:  # a message we cannot read is that message's fault
                 self._dead_letter(msg, exc)
         if records:

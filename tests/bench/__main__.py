@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, results in docs/benchmarks/*.json."""
 from __future__ import annotations
 
-from tests.bench import logic, nab, pipeline, retrieval
+from tests.bench import anomaly_cost, logic, nab, pipeline, retrieval
 
 
 def main() -> None:
@@ -13,6 +13,8 @@ def main() -> None:
     retrieval.main([])
     print("== anomaly detection: NAB corpus and the LLM incident suite ==", flush=True)
     nab.main([])
+    print("== anomaly processor: cost per metric point ==", flush=True)
+    anomaly_cost.main([])
 
 
 if __name__ == "__main__":
