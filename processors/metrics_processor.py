@@ -30,7 +30,16 @@ from processors.aggregation.snapshot import WindowSnapshot
 from processors.contract import Output
 from processors.deadletter import SourceMessage
 from processors.topics import FEEDBACK_ENRICHED, METRIC_WINDOWS, SPANS_ENRICHED
-from schemas.codec import decode, encode
+from schemas.codec import decode, default_codec, encode
+
+#: The span fields the aggregator and the trace join read; the rest (prompt
+#: and response text above all) is skipped unread, which more than doubles
+#: decoding speed.
+SPAN_FIELDS = (
+    "trace_id", "parent_span_id", "start_time", "end_time", "status", "project", "response_model",
+    "request_model", "provider", "prompt_version", "kind", "attributes", "experiments", "input_tokens",
+    "output_tokens", "cache_read_input_tokens", "cost_usd",
+)
 
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,6 +125,7 @@ class MetricsProcessor:
         self.partitions: dict[int, _Partition] = {}
         self.suppressed = 0
         self._replay_at = datetime.now(UTC)
+        self._decode_span = default_codec().projection("span", SPAN_FIELDS)
 
     # -- the runtime's hooks ---------------------------------------------
 
@@ -159,7 +169,7 @@ class MetricsProcessor:
             self._check_not_future(feedback["time"])
             part.aggregator.add_feedback(feedback, part.trace_dims.get(feedback["trace_id"]))
         else:
-            span = decode(message.value, expected="span")
+            span = self._decode_span(message.value)
             self._check_not_future(span["end_time"])
             part.aggregator.add_span(span)
             part.remember(span)

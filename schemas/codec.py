@@ -13,7 +13,7 @@ current schema of the expected record.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -322,6 +322,47 @@ class Codec:
                 field=name,
             )
         return record
+
+    def projection(self, name: str, fields: Iterable[str]) -> Callable[[bytes], dict]:
+        """A decoder for ``name`` messages that returns only ``fields``.
+
+        Messages written with the current schema are read by a generated
+        reader that skips the other fields without building them; older
+        versions and JSON are decoded whole (and validated) and then cut
+        down. Errors are the same :class:`SerializationError` as
+        :meth:`decode`.
+
+        Examples
+        --------
+        >>> from schemas.samples import sample
+        >>> codec = Codec()
+        >>> read = codec.projection("span", ["trace_id", "status"])
+        >>> read(codec.encode("span", sample("span")))
+        {'trace_id': '4bf92f3577b34da6a3ce929d0e0e4736', 'status': 'ok'}
+        """
+        current = self._lookup(name)
+        keep = frozenset(fields)
+        unknown = keep - {f["name"] for f in current.schema["fields"]}
+        if unknown:
+            raise KeyError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
+        read = compile_reader(current.schema, keep)
+        fingerprint = current.header[2:]
+
+        def decode_projected(data: bytes) -> dict:
+            if type(data) is bytes and data[2:_HEADER_SIZE] == fingerprint and data[:2] == MAGIC:
+                try:
+                    record, end = read(data, _HEADER_SIZE)
+                except Exception as e:  # noqa: BLE001 - any failure here is one corrupt message
+                    raise SerializationError(
+                        f"corrupt or truncated Avro body ({type(e).__name__}: {e})", field=name
+                    ) from e
+                if end != len(data):
+                    raise SerializationError(f"{len(data) - end} trailing bytes after the record", field=name)
+                return record
+            full = self.decode(data, expected=name)
+            return {k: full[k] for k in keep}
+
+        return decode_projected
 
     def _decode_json(self, data: bytes, expected: str | None) -> dict:
         if expected is None:

@@ -504,3 +504,26 @@ def test_encode_decoded_on_generated_spans_with_changed_values() -> None:
             decoded["input"] = "<EMAIL> asked"
             decoded["cost_usd"] = 0.25
             assert codec.encode_decoded("span", decoded) == codec.encode("span", decoded)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_projection_equals_the_full_decode_cut_down(codec, name):
+    record = sample(name)
+    data = codec.encode(name, record)
+    full = codec.decode(data, name)
+    fields = sorted(full)
+    for keep in (fields[::2], fields[1::2], fields[:1], fields):
+        assert codec.projection(name, keep)(data) == {k: full[k] for k in keep}
+
+
+def test_projection_rejects_corrupt_data_and_unknown_fields(codec):
+    read = codec.projection("span", ["trace_id"])
+    data = codec.encode("span", sample("span"))
+    with pytest.raises(SerializationError):
+        read(data[:-3])
+    with pytest.raises(SerializationError):
+        read(data + b"\x00")
+    with pytest.raises(KeyError, match="nope"):
+        codec.projection("span", ["nope"])
+    # JSON and other versions go through the full, validating decoder.
+    assert read(codec.encode_json("span", sample("span"))) == {"trace_id": sample("span")["trace_id"]}
