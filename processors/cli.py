@@ -22,6 +22,7 @@ from processors.generate_cli import generate
 from sinks.db_cli import db
 from sinks.trace_cli import trace
 from processors.experiments.cli import experiments
+from processors.cohorts_cli import cohorts
 
 
 def _settings() -> Settings:
@@ -138,6 +139,7 @@ main.add_command(demo)
 main.add_command(generate)
 main.add_command(trace)
 main.add_command(experiments)
+main.add_command(cohorts)
 
 if __name__ == "__main__":
     main()
