@@ -32,6 +32,7 @@ SINKS: dict[str, Callable[[Settings], object]] = {
 #: name -> run(settings), for jobs that run their own loop until SIGTERM.
 JOBS: dict[str, Callable[[Settings], None]] = {
     "metric-points": lambda settings: _metric_points(settings),
+    "slack-notifier": lambda settings: _slack_notifier(settings),
 }
 
 #: Every worker name; start order for ``llmpulse run all``.
@@ -87,6 +88,12 @@ def _metric_points(settings: Settings) -> None:
     from sinks.metric_points import run_metric_points
 
     run_metric_points(settings)
+
+
+def _slack_notifier(settings: Settings) -> None:
+    from sinks.slack import run_slack_notifier
+
+    run_slack_notifier(settings)
 
 
 def make_processor(name: str, settings: Settings) -> Processor:

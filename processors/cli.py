@@ -71,11 +71,17 @@ def run(processor: str, metrics_port: int | None, engine: str | None) -> None:
     run_named_worker(processor, settings)
 
 
+def _slack_configured() -> bool:
+    """Whether a Slack webhook or routes file is set (the notifier refuses to start without)."""
+    return bool(os.environ.get("LLMPULSE_SLACK_WEBHOOK_URL") or os.environ.get("LLMPULSE_SLACK_ROUTES"))
+
+
 def _run_all() -> int:
     """Start one worker process per processor and stop them all together."""
+    names = [n for n in WORKERS if n != "slack-notifier" or _slack_configured()]
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "processors.cli", "run", name], env=os.environ.copy())
-        for name in WORKERS
+        for name in names
     }
     click.echo(f"started {', '.join(f'{n} (pid {p.pid})' for n, p in procs.items())}; Ctrl-C stops all")
 

@@ -3,8 +3,9 @@
     python -m tests.bench.logic
 
 Codec (Avro and JSON, both ways), PII masking, cost, the whole ingest
-``process`` call, and the metrics processor's ``process`` (decode + windowed
-aggregation), on generated realistic spans. Results go to
+``process`` call (with cohort tagging against a profile per user and one
+running experiment, as in production), and the metrics processor's
+``process`` (decode + windowed aggregation), on generated realistic spans. Results go to
 ``docs/benchmarks/logic.json``.
 """
 from __future__ import annotations
@@ -12,7 +13,12 @@ from __future__ import annotations
 import json
 import time
 import timeit
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from processors.cohorts import CohortConfig, CohortTagger
+from processors.enrich import Enricher
+from processors.experiments import prompt_ab
 
 from processors.deadletter import SourceMessage
 from processors.generator import TrafficModel
@@ -32,11 +38,17 @@ def per_second(fn, items: list, repeat: int = 3) -> float:
 
 
 def main() -> dict:
-    spans = [s for trace in TrafficModel(seed=7).traces(2000) for s in trace][:20_000]
+    # An hour ago, so no span is "from the future" for the metrics processor.
+    start = datetime.now(UTC) - timedelta(hours=1)
+    spans = [s for trace in TrafficModel(seed=7, start=start).traces(2000) for s in trace][:20_000]
     avro = [encode("span", s) for s in spans]
     js = [encode_json("span", s) for s in spans]
     masker, prices = PiiMasker(), PriceTable.load()
-    ingest = IngestProcessor(prices, masker)
+    profiles = {s["user_id"]: {"user_id": s["user_id"], "plan": "pro", "country": "DE", "updated_at": start}
+                for s in spans if s.get("user_id")}
+    enricher = Enricher(CohortTagger(CohortConfig.load()), profiles.get)
+    enricher.set_experiment("bench", prompt_ab("bench", "ml@example.com", "v1", "v2", status="running"))
+    ingest = IngestProcessor(prices, masker, enricher=enricher)
     messages = [SourceMessage("llm.spans", 0, i, None, v) for i, v in enumerate(avro)]
     # In end-time order, as spans reach the metrics processor.
     by_end = sorted(spans, key=lambda s: s["end_time"])

@@ -11,7 +11,12 @@ each worker drain its backlog alone and times it:
   every span (decode, PII masking, cost, encode, produce);
 - trace store: ``llmpulse run trace-store`` until its consumer group has
   committed the whole ``llm.spans.enriched`` backlog (decode, COPY, upsert,
-  trace summaries) into a fresh database.
+  trace summaries) into a fresh database;
+- metrics: ``llmpulse run metrics`` until its group has committed the same
+  ``llm.spans.enriched`` backlog (decode, windowed aggregation, partials);
+- metrics store: ``llmpulse run metrics-store`` over the partial windows the
+  metrics worker just emitted (merge, rollups), next to a raw binary COPY of
+  the same rows into a bare table shaped like ``metric_window_parts``.
 
 Rates are steady-state: from the worker's first output to the end of the
 backlog; the wall time including start-up is reported next to them.
@@ -38,7 +43,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from processors.generator import TrafficModel
 from processors.settings import Settings
-from processors.topics import SPANS, SPANS_ENRICHED
+from processors.topics import METRIC_WINDOWS, SPANS, SPANS_ENRICHED
 from schemas.codec import encode
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "pipeline.json"
@@ -141,6 +146,38 @@ def drain(name: str, env: dict[str, str], log: Path, progress, total: int) -> Dr
         _stop(proc)
 
 
+def raw_copy_rate(bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float]:
+    """Rows/s of a binary COPY of the ``metric_window`` records in [start, end) into a bare table."""
+    from schemas.codec import decode
+    from sinks.metrics_store import PART_COLUMNS, _part_row
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-copy-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(METRIC_WINDOWS.name, p, o) for p, o in start.items()])
+    total = sum(end[p] - start[p] for p in start)
+    rows = []
+    while len(rows) < total:
+        rows += [_part_row(decode(m.value(), expected="metric_window"))
+                 for m in consumer.consume(5000, timeout=1.0) if not m.error()]
+    consumer.close()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts)")
+        types = [r[0] for r in conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
+            " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
+            (list(PART_COLUMNS), list(PART_COLUMNS))).fetchall()]
+        began = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY bench_copy ({', '.join(PART_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        elapsed = time.perf_counter() - began
+        conn.execute("DROP TABLE bench_copy")
+    return len(rows), elapsed
+
+
 def _total(offsets: dict[int, int]) -> int:
     return sum(offsets.values())
 
@@ -169,7 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
     # backlog is exactly what this run publishes.
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
     for name, topic, group in (("ingest", SPANS.name, "llmpulse-ingest"),
-                               ("trace-store", SPANS_ENRICHED.name, "llmpulse-trace-store")):
+                               ("trace-store", SPANS_ENRICHED.name, "llmpulse-trace-store"),
+                               ("metrics", SPANS_ENRICHED.name, "llmpulse-metrics"),
+                               ("metrics-store", METRIC_WINDOWS.name, "llmpulse-metrics-store")):
         backlog_start = _total(_committed(bootstrap, group, topic))
         backlog = _total(_ends(probe, topic)) - backlog_start
         drain(name, env, logs / f"{name}.log",
@@ -188,6 +227,18 @@ def main(argv: list[str] | None = None) -> dict:
     store = drain("trace-store", env, logs / "trace-store.log",
                   lambda: _total(_committed(bootstrap, "llmpulse-trace-store", SPANS_ENRICHED.name)) - store_start,
                   _total(_ends(probe, SPANS_ENRICHED.name)) - store_start)
+    metrics_start = _total(_committed(bootstrap, "llmpulse-metrics", SPANS_ENRICHED.name))
+    windows_start = _ends(probe, METRIC_WINDOWS.name)
+    metrics = drain("metrics", env, logs / "metrics.log",
+                    lambda: _total(_committed(bootstrap, "llmpulse-metrics", SPANS_ENRICHED.name)) - metrics_start,
+                    _total(_ends(probe, SPANS_ENRICHED.name)) - metrics_start)
+    windows_end = _ends(probe, METRIC_WINDOWS.name)
+    partials = _total(windows_end) - _total(windows_start)
+    sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
+    sink = drain("metrics-store", env, logs / "metrics-store.log",
+                 lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
+                 _total(windows_end) - sink_start)
+    copy_n, copy_s = raw_copy_rate(bootstrap, bench_url, windows_start, windows_end)
     probe.close()
 
     raw = raw_n / raw_s
@@ -198,8 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
         "trace_store_spans_per_s": round(store.steady_per_s),
         "ingest_vs_raw": round(ingest.steady_per_s / raw, 3),
         "trace_store_vs_raw": round(store.steady_per_s / raw, 3),
+        "metrics_spans_per_s": round(metrics.steady_per_s),
+        "metrics_vs_raw": round(metrics.steady_per_s / raw, 3),
+        "metrics_partials": partials,
+        "metrics_store_rows_per_s": round(sink.steady_per_s),
+        "raw_binary_copy_rows_per_s": round(copy_n / copy_s),
+        "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy_s), 3),
         "ingest_wall_s": round(ingest.wall_s, 1),
         "trace_store_wall_s": round(store.wall_s, 1),
+        "metrics_wall_s": round(metrics.wall_s, 1),
+        "metrics_store_wall_s": round(sink.wall_s, 1),
         "note": "rates from the first output to the end of the backlog (start-up and group join excluded; "
                 "*_wall_s include them); one worker process each, run one after the other",
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
