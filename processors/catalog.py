@@ -27,11 +27,13 @@ SINKS: dict[str, Callable[[Settings], object]] = {
     "feedback-store": lambda settings: _feedback_store(settings),
     "experiments-store": lambda settings: _experiment_store(settings, "experiments"),
     "exposures-store": lambda settings: _experiment_store(settings, "exposures"),
+    "anomaly-store": lambda settings: _anomaly_store(settings),
 }
 
 #: name -> run(settings), for jobs that run their own loop until SIGTERM.
 JOBS: dict[str, Callable[[Settings], None]] = {
     "metric-points": lambda settings: _metric_points(settings),
+    "experiment-results": lambda settings: _experiment_results(settings),
     "slack-notifier": lambda settings: _slack_notifier(settings),
 }
 
@@ -88,6 +90,18 @@ def _metric_points(settings: Settings) -> None:
     from sinks.metric_points import run_metric_points
 
     run_metric_points(settings)
+
+
+def _anomaly_store(settings: Settings) -> object:
+    from sinks.anomaly_store import anomaly_store_sink
+
+    return anomaly_store_sink(settings)
+
+
+def _experiment_results(settings: Settings) -> None:
+    from processors.experiments.results_worker import run_experiment_results
+
+    run_experiment_results(settings)
 
 
 def _slack_notifier(settings: Settings) -> None:

@@ -23,6 +23,8 @@ from sinks.db_cli import db
 from sinks.trace_cli import trace
 from processors.experiments.cli import experiments
 from processors.cohorts_cli import cohorts
+from processors.anomalies_cli import anomalies
+from processors.experiments.results_cli import results
 
 
 def _settings() -> Settings:
@@ -146,6 +148,8 @@ main.add_command(generate)
 main.add_command(trace)
 main.add_command(experiments)
 main.add_command(cohorts)
+main.add_command(anomalies)
+experiments.add_command(results)
 
 if __name__ == "__main__":
     main()

@@ -171,9 +171,17 @@ def run_metric_points(settings: Any, *, stop: threading.Event | None = None,
     """Publish settled minutes every ``interval_s`` until SIGTERM (or ``stop``)."""
     import psycopg
     from confluent_kafka import Producer
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
+    from processors.metrics import serve_metrics
     from processors.topics import METRICS
 
+    registry = CollectorRegistry()
+    published = Counter("llmpulse_metric_points_published", "Metric points produced to llm.metrics.",
+                        registry=registry)
+    behind = Gauge("llmpulse_metric_points_behind_seconds",
+                   "How far the newest published minute is behind now (settle time included).", registry=registry)
+    serve_metrics(settings.metrics_port, registry)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -193,6 +201,8 @@ def run_metric_points(settings: Any, *, stop: threading.Event | None = None,
             # A minute is settled once it ended at least `settle` ago.
             until = _floor_minute(datetime.now(UTC) - settle)
             cursor, sent = publish_until(conn, producer, builder, cursor, until, METRICS.name)
+            published.inc(sent)
+            behind.set((datetime.now(UTC) - cursor).total_seconds())
             if sent:
                 log.info("metric-points: %d points up to %s", sent, cursor.isoformat())
         except psycopg.OperationalError as exc:

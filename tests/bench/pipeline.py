@@ -170,7 +170,7 @@ def raw_copy_rate(bootstrap: str, db_url: str, start: dict[int, int], end: dict[
         began = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(f"COPY bench_copy ({', '.join(PART_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(types)
+                copy.set_types([t.split('(')[0] for t in types])  # numeric(18,9) -> numeric
                 for row in rows:
                     copy.write_row(row)
         elapsed = time.perf_counter() - began

@@ -39,6 +39,8 @@ from sinks.feedback_store import FeedbackStore
 from sinks.metrics_store import MetricsStore
 from sinks.migrate import migrate
 from sinks.trace_store import TraceStore
+from tests.integration.anomaly_seed import seed_feed
+from tests.integration.experiment_seed import seed_dashboard_experiments
 from tests.integration.grafana_sql import (
     ALL,
     GrafanaSqlError,
@@ -57,9 +59,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "deploy/grafana/dashboards"
 PROVISIONING = ROOT / "deploy/grafana/provisioning"
 DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "llmpulse-pg"}
-EXPECTED_UIDS = {"llmpulse-overview", "llmpulse-traces", "llmpulse-cohorts", "llmpulse-feedback"}
+EXPECTED_UIDS = {"llmpulse-overview", "llmpulse-traces", "llmpulse-cohorts", "llmpulse-feedback",
+                 "llmpulse-anomalies", "llmpulse-experiments"}
 # Variables that choose one thing to look at rather than filter every panel.
-NOT_FILTERS = {"trace_id", "reference"}
+NOT_FILTERS = {"trace_id", "reference", "anomaly", "experiment"}
 
 RANGES = {"6h": timedelta(hours=6), "7d": timedelta(days=7)}
 MODES = ("all", "one")
@@ -495,7 +498,11 @@ def seeded(database_url: str) -> Iterator[Seeded]:
         for i in range(0, len(parts), 2000):
             metrics.write(parts[i:i + 2000])
         metrics.close()
-        yield Seeded(url, now, *_concrete(traces, feedback, now))
+        concrete, *anchors = _concrete(traces, feedback, now)
+        concrete["llmpulse-anomalies"] = seed_feed(url, concrete["llmpulse-overview"]["project"], now)
+        with psycopg.connect(url) as conn:
+            concrete["llmpulse-experiments"] = {"experiment": seed_dashboard_experiments(conn, now)}
+        yield Seeded(url, now, concrete, *anchors)
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -30,6 +30,11 @@ from sinks.migrate import (
 FROZEN = {
     1: "f2cc9315afe9154c11bb720dbee7e2f148babf635aad5b8f3ea0412e6d728603",
     2: "2dd28c95cdd0d62eb6d20b55d8c9e683e5dc7f3cf6606b64201f87491e661bb9",
+    3: "3dfcd7b28900c0d056c773a4ebe229d5a91ad124acfad8e10dfa0e0b7cfbe97a",
+    4: "a98355c700ed50370316ca17281b7a996461b5e495dc2455b19e691e8e015c00",
+    5: "42a411514833b550017386dc211c3f0b995035edaa3492d7e3aeae2716937d4f",
+    6: "5a7add6c17348c26bfdacc4f9188409de94230bf6f05875baee15d2a5b381ff6",
+    7: "25c0d33fc6bd5db2cfb2949be3aab1a87d9716214a97680b076ced5aa9d9bf9f",
 }
 
 VERSIONS = files("sinks") / "migrations" / "versions"
