@@ -282,7 +282,7 @@ def build_alert(episode: Mapping[str, Any], status: str, severity: str, grafana_
     >>> ep["dimensions"] = json.loads(ep["dimensions"])
     >>> a = build_alert(ep, "firing", "warning", "http://g:3000")
     >>> a["title"]
-    '[warning] p95_ms 5020 ms, expected 1480 ms · project=support-bot'
+    'p95_ms 5020 ms, expected 1480 ms · project=support-bot'
     >>> a["facts"]["band"], a["alert_id"].endswith("|firing|warning")
     ('1210 ms – 1750 ms', True)
     """
@@ -305,7 +305,8 @@ def build_alert(episode: Mapping[str, Any], status: str, severity: str, grafana_
     if episode.get("recommendation"):
         facts["recommendation"] = episode["recommendation"]
     if status == "firing":
-        title = f"[{severity}] {metric} {fmt(episode['observed'])}, expected {fmt(episode['expected'])} · {scope}"
+        # No severity prefix: notifiers show severity themselves.
+        title = f"{metric} {fmt(episode['observed'])}, expected {fmt(episode['expected'])} · {scope}"
         at = episode["started_at"] if episode["points"] <= 1 else episode["window_start"]
         head = (f"**{metric}** on `{scope}` is {fmt(episode['observed'])}, outside its expected band "
                 f"{facts['band']} (expected {fmt(episode['expected'])}, score {facts['score']}), "
@@ -317,11 +318,9 @@ def build_alert(episode: Mapping[str, Any], status: str, severity: str, grafana_
         facts["ended_at"] = end.astimezone(UTC).isoformat()
         facts["duration"] = str(end - episode["started_at"])
         head = f"**{metric}** on `{scope}` {verdict} after {facts['duration']} (peak severity {severity})."
+    # Root cause and recommendation travel as facts (notifiers render them
+    # as their own sections), not repeated in the text.
     lines = [head]
-    if episode.get("root_cause"):
-        lines.append(f"**Root cause:** {episode['root_cause']}")
-    if episode.get("recommendation"):
-        lines.append(f"**Recommendation:** {episode['recommendation']}")
     project = dims.get("project")
     links = [feed_url(grafana_url, episode["anomaly_id"], episode["started_at"], end)]
     if project:

@@ -100,7 +100,8 @@ def test_firing_alert_carries_the_numbers_root_cause_and_links():
         ep["anomaly_id"], "a", "anomaly", T0)
     assert alert["facts"]["observed"] == "20.0%" and alert["facts"]["band"] == "1.0% – 4.0%"
     assert alert["facts"]["recommendation"] == ep["recommendation"]
-    assert "**Root cause:** error rate +900%" in alert["text"]
+    assert alert["facts"]["root_cause"].startswith("error rate +900%")
+    assert "Root cause" not in alert["text"]  # a fact, rendered once by the notifier
     feed, traces, example = alert["links"]
     assert feed.startswith(f"{GRAFANA}/d/llmpulse-anomalies/") and "var-anomaly=error_rate" in feed
     assert "var-project=a" in traces and "var-errors_only=error" in traces
