@@ -22,7 +22,9 @@ batch change nothing, and lets partials arrive in any order.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -104,7 +106,8 @@ class MetricsWriteResult:
 
     ``parts_changed`` counts partials that were new or replaced a smaller one
     (0 for a replay); ``minutes``, ``hours`` and ``days`` count rows of
-    ``metric_windows`` whose values changed.
+    ``metric_windows`` whose values changed (hours and days only when this
+    write also ran the rollup, see ``rollup_every_s``).
     """
 
     parts_received: int
@@ -334,6 +337,17 @@ _UPSERT_WINDOWS = (
     + ", ".join(f"EXCLUDED.{c}" for c in _VALUE_COLUMNS) + ")"
 )
 
+_QUEUE_ROLLUP = (
+    "INSERT INTO metric_rollup_queue (series, hour)"
+    " SELECT * FROM unnest(%s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING"
+)
+# Oldest first; SKIP LOCKED lets several store workers share the queue.
+_DEQUEUE_ROLLUP = (
+    "DELETE FROM metric_rollup_queue WHERE (series, hour) IN ("
+    " SELECT series, hour FROM metric_rollup_queue ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING series, hour"
+)
+
 _LOCK_SERIES = (
     f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, h) FROM"
     " (SELECT DISTINCT hashtext(s) AS h FROM unnest(%s::text[]) AS s ORDER BY 1) AS x"
@@ -376,6 +390,10 @@ class MetricsStore:
     ----------
     conninfo
         libpq URL or ``key=value`` string of a migrated database.
+    rollup_every_s
+        Hours and days are rolled up from the queued changed minutes at most
+        this often (``0``: with every write). The sink also rolls up when it
+        is idle (:meth:`idle`), so nothing stays queued once traffic stops.
 
     Examples
     --------
@@ -387,9 +405,11 @@ class MetricsStore:
     MetricsWriteResult(parts_received=0, parts_changed=0, minutes=0, hours=0, days=0)
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, rollup_every_s: float = 0.0) -> None:
         self._conninfo = conninfo
         self._conn: psycopg.Connection | None = None
+        self.rollup_every_s = rollup_every_s
+        self._last_rollup = 0.0
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -446,7 +466,11 @@ class MetricsStore:
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                return self._write(cur, len(parts), list(latest.values()), dims)
+                result = self._write(cur, len(parts), list(latest.values()), dims)
+            if time.monotonic() - self._last_rollup >= self.rollup_every_s:
+                hours, days = self._rollup(conn)
+                result = dataclasses.replace(result, hours=hours, days=days)
+            return result
         except psycopg.OperationalError:
             self.close()
             raise
@@ -485,10 +509,41 @@ class MetricsStore:
         rows = [
             _window_row("1m", 60, s, t, dims[s], merge_windows(grouped[(s, t)])) for s, t in minutes
         ]
-        counts = [self._upsert(cur, "1m", rows)]
+        written = self._upsert(cur, "1m", rows)
+        hours = sorted({(s, _floor(t, 3600)) for s, t in minutes})
+        cur.execute(_QUEUE_ROLLUP, ([s for s, _ in hours], [t for _, t in hours]))
+        return MetricsWriteResult(received, len(returned), written, 0, 0)
 
-        # 1h from the 1m rows just written, 1d from the 1h rows.
-        keys = minutes
+    def idle(self) -> None:
+        """Roll up what is queued (the sink runner calls this when no message came)."""
+        conn = self._connection()
+        queued = conn.execute("SELECT EXISTS (SELECT 1 FROM metric_rollup_queue)").fetchone()[0]
+        conn.rollback()  # end the read-only transaction the check opened
+        if queued:
+            self._rollup(conn)
+
+    def _rollup(self, conn: psycopg.Connection, limit: int = 20_000) -> tuple[int, int]:
+        """Roll queued (series, hour) up into 1h rows and their days into 1d rows; dequeue them."""
+        self._last_rollup = time.monotonic()
+        hours_changed = days_changed = 0
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(_DEQUEUE_ROLLUP, (limit,))
+            queued = sorted(cur.fetchall())
+            if not queued:
+                return 0, 0
+            cur.execute(_LOCK_SERIES, (sorted({s for s, _ in queued}),))
+            cur.execute("SELECT DISTINCT series, " + ", ".join(DIMENSIONS)
+                        + " FROM metric_windows WHERE resolution = '1m' AND series = ANY(%s)",
+                        ([s for s, _ in queued],))
+            dims = {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+            hours_changed, days_changed = self._rollup_keys(cur, queued, dims)
+        return hours_changed, days_changed
+
+    def _rollup_keys(self, cur: psycopg.Cursor, minute_keys: list[tuple[str, datetime]],
+                     dims: Mapping[str, tuple[str, ...]]) -> tuple[int, int]:
+        counts = []
+        # 1h from the 1m rows, 1d from the 1h rows just written.
+        keys = minute_keys
         for (fine, _), (coarse, seconds) in zip(LEVELS, LEVELS[1:]):
             keys = sorted({(s, _floor(t, seconds)) for s, t in keys})
             cur.execute(
@@ -503,7 +558,7 @@ class MetricsStore:
                 for s, t in keys
             ]
             counts.append(self._upsert(cur, coarse, rows))
-        return MetricsWriteResult(received, len(returned), *counts)
+        return counts[0], counts[1]
 
     @staticmethod
     def _upsert(cur: psycopg.Cursor, resolution: str, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -545,10 +600,12 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
     from processors.topics import METRIC_WINDOWS
     from sinks.runner import BatchSink  # noqa: F811 (runtime import; runner imports processors)
 
-    store = MetricsStore(settings.database_url.get_secret_value())
+    # Minutes are written with every batch; hours and days every few seconds.
+    store = MetricsStore(settings.database_url.get_secret_value(), rollup_every_s=5.0)
     return BatchSink(
         name="metrics-store",
         topics=(METRIC_WINDOWS.name,),
         decode=_decode_part,
         write=store.write,
+        idle=store.idle,
     )

@@ -50,6 +50,9 @@ class BatchSink(Generic[Record]):
     #: Optional ``message -> record`` for sinks that need the key too (a
     #: tombstone on a compacted topic says which key to delete).
     decode_message: Callable[[Any], Record] | None = None
+    #: Optional work to do when no message came (e.g. deferred rollups);
+    #: transient database errors are logged and retried on the next idle turn.
+    idle: Callable[[], Any] | None = None
 
 
 class SinkRunner(Generic[Record]):
@@ -105,9 +108,17 @@ class SinkRunner(Generic[Record]):
                 messages = self.consumer.consume(self.batch_size, timeout=self.max_wait_s)
                 if messages:
                     self.handle(messages)
+                elif self.sink.idle is not None:
+                    self._idle()
         finally:
             self.consumer.close()
             self.producer.flush(30)
+
+    def _idle(self) -> None:
+        try:
+            self.sink.idle()
+        except psycopg.OperationalError as exc:
+            log.warning("%s: idle work failed (%s); will retry", self.sink.name, exc)
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return."""

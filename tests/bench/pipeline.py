@@ -162,7 +162,7 @@ def raw_copy_rate(bootstrap: str, db_url: str, start: dict[int, int], end: dict[
     consumer.close()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts)")
+        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts INCLUDING DEFAULTS)")
         types = [r[0] for r in conn.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
             " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",

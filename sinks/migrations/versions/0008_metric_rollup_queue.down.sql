@@ -1,0 +1,2 @@
+-- 0008_metric_rollup_queue (down).
+DROP TABLE IF EXISTS metric_rollup_queue;
