@@ -20,7 +20,9 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,11 +101,29 @@ def main(argv: list[str] | None = None) -> dict:
             if len(spans) >= args.rate * args.seconds:
                 break
         spans.sort(key=lambda s: s["end_time"])
+        # Unique per run: the metrics worker replays the last minutes, earlier runs' markers included.
+        run_id = uuid.uuid4().hex[:6]
         sent_at: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        done_at = float("inf")
+
+        def poll() -> None:
+            # Concurrently with producing: a marker is seen when a reader could first see it.
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                while time.monotonic() < done_at and not (sent_at and len(seen) >= len(sent_at) and i >= len(spans)):
+                    rows = conn.execute("SELECT DISTINCT project FROM metric_windows WHERE resolution = '1m'"
+                                        " AND project LIKE %s", (f"fresh-{run_id}-%",)).fetchall()
+                    t = time.monotonic()
+                    for (project,) in rows:
+                        seen.setdefault(project, t)
+                    time.sleep(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
         marker = 0
         began = time.monotonic()
         next_marker = began + args.warmup
         i = 0
+        poller.start()
         print(f"producing at {args.rate} spans/s for {args.seconds} s ...", flush=True)
         while i < len(spans):
             now = datetime.now(UTC)
@@ -112,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
                 producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
                 i += 1
             if time.monotonic() >= next_marker:
-                project = f"fresh-{marker}"
+                project = f"fresh-{run_id}-{marker}"
                 span = {**spans[max(i - 1, 0)], "project": project, "trace_id": f"{marker:032x}",
                         "start_time": now - timedelta(milliseconds=300), "end_time": now}
                 producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
@@ -122,16 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
             producer.poll(0)
             time.sleep(0.002)
         producer.flush(60)
-        seen: dict[str, float] = {}
-        deadline = time.monotonic() + 60
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            while len(seen) < len(sent_at) and time.monotonic() < deadline:
-                rows = conn.execute("SELECT DISTINCT project FROM metric_windows WHERE resolution = '1m'"
-                                    " AND project LIKE 'fresh-%%'").fetchall()
-                t = time.monotonic()
-                for (project,) in rows:
-                    seen.setdefault(project, t)
-                time.sleep(0.05)
+        done_at = time.monotonic() + 60
+        poller.join()
         for proc in procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"a worker exited; see {logs}")
