@@ -1,32 +1,58 @@
 """``llmpulse demo``: the whole pipeline on live services with realistic traffic.
 
 Creates the topics, migrates the database, starts every worker as its own
-process, publishes synthetic agent traffic (including malformed messages,
-which must reach the dead-letter topic), waits until every span is stored,
-prints a summary and one trace's waterfall, and stops the workers.
+process, publishes user profiles, running experiment definitions and
+synthetic agent traffic (including malformed messages, which must reach the
+dead-letter topic), waits until every span is stored, and prints: a summary,
+one trace's waterfall, metrics by cohort with a significance test, the
+verdict of the prompt experiment the traffic carries a real effect for, and
+an injected incident as the anomaly, its root cause and the Slack message
+posted to a local webhook receiver. Then it stops the workers.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from typing import Any
 
 import click
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from processors.generate_cli import produce_traffic
-from processors.generator import TrafficModel
+from processors.demo_scenarios import WebhookReceiver, experiment_for, incident_points, incident_spans, profile_for
+from processors.generator import DEFAULT_PROJECTS, TrafficModel
 from processors.settings import Settings
-from processors.topics import DEADLETTER
-from schemas.codec import decode
+from processors.topics import DEADLETTER, EXPERIMENTS, METRICS, SPANS, USERS
+from schemas.codec import decode, encode
 from sinks.trace_query import fetch_trace
 from sinks.waterfall import render_waterfall
+
+
+class PregeneratedModel:
+    """Serves traces generated up front (so profiles can be published first)."""
+
+    def __init__(self, model: TrafficModel, traces: list[list[dict[str, Any]]]) -> None:
+        self._model = model
+        self._traces = iter(traces)
+
+    def trace(self) -> list[dict[str, Any]]:
+        return next(self._traces)
+
+    def traces(self, n: int) -> Iterator[list[dict[str, Any]]]:
+        for _ in range(n):
+            yield self.trace()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
 
 class RecordingModel:
@@ -119,7 +145,7 @@ def _summary(conn, trace_ids: list[str]) -> None:
 
 
 @click.command()
-@click.option("--traces", default=300, show_default=True, help="Agent traces to publish.")
+@click.option("--traces", default=1500, show_default=True, help="Agent traces to publish.")
 @click.option("--malformed", default=8, show_default=True, help="Malformed messages to mix in.")
 @click.option("--seed", default=None, type=int, help="Traffic seed (default: random).")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the pipeline.")
@@ -132,13 +158,31 @@ def demo(traces: int, malformed: int, seed: int | None, timeout: float) -> None:
     subprocess.run([*llmpulse, "topics", "create"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([*llmpulse, "db", "migrate"], check=True, env=env)
     dead_reader = _dead_letter_reader(settings)
+    hook = WebhookReceiver()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
+    # Running definitions before the workers start: ingest reads them whole at start-up.
+    # The support prompt's "concise" arm answers shorter: a real effect on latency.
+    experiments = [experiment_for(p, primary_metric="latency_p95_ms") for p in DEFAULT_PROJECTS]
+    for exp in experiments:
+        producer.produce(EXPERIMENTS.name, key=exp.key.encode(), value=encode("experiment", exp.to_record()))
+    traffic = TrafficModel(seed=seed)
+    generated = list(traffic.traces(traces))
+    users = {t[0]["user_id"]: t[0]["project"] for t in generated if t[0].get("user_id")}
+    for user_id, project in users.items():
+        producer.produce(USERS.name, key=user_id.encode(), value=encode("user_profile", profile_for(user_id, project)))
+    producer.flush(60)
+    click.echo(f"published {len(experiments)} running experiments and {len(users):,} user profiles")
 
     # Worker logs at WARNING: dead letters still show, the faust start-up banner does not.
     workers = subprocess.Popen(
-        [*llmpulse, "run", "all"], env={**env, "LLMPULSE_METRICS_PORT": "0", "LLMPULSE_LOG_LEVEL": "WARNING"}
+        [*llmpulse, "run", "all"], env={
+            **env, "LLMPULSE_METRICS_PORT": "0", "LLMPULSE_LOG_LEVEL": "WARNING",
+            "LLMPULSE_SLACK_WEBHOOK_URL": hook.url, "LLMPULSE_RESULTS_INTERVAL_S": "5",
+            "LLMPULSE_POINTS_SETTLE_S": "10", "LLMPULSE_STATE_DIR": tempfile.mkdtemp(prefix="llmpulse-demo-"),
+        }
     )
     try:
-        model = RecordingModel(TrafficModel(seed=seed))
+        model = RecordingModel(PregeneratedModel(traffic, generated))
         with click.progressbar(length=traces, label="publishing traces   ") as bar:
             stats = produce_traffic(
                 {"bootstrap.servers": settings.kafka_bootstrap_servers}, model,
@@ -168,9 +212,86 @@ def demo(traces: int, malformed: int, seed: int | None, timeout: float) -> None:
             if showcase:
                 click.echo("\n" + render_waterfall(fetch_trace(conn, showcase[0]), width=120))
                 click.echo(f"\n(read any trace with: llmpulse trace show {showcase[0]})")
+            _cohorts(conn, llmpulse, env)
+            _experiment(conn, llmpulse, env, experiments[0].key, workers)
+            _incident(conn, producer, hook, seed, workers)
     finally:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)
         dead_reader.close()
+        hook.close()
     if stored != stats.spans or len(dead) != stats.malformed:
         raise click.ClickException("the pipeline did not account for every message; see the worker logs above")
+
+
+def _wait(what: str, condition, timeout_s: float, workers: subprocess.Popen) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if workers.poll() is not None:
+            raise click.ClickException("the workers stopped; see their log above")
+        if condition():
+            return True
+        time.sleep(1)
+    click.echo(f"(gave up waiting for {what} after {timeout_s:.0f} s)")
+    return False
+
+
+def _cohorts(conn: psycopg.Connection, llmpulse: list[str], env: dict) -> None:
+    rows = conn.execute(
+        """SELECT cohort, sum(request_count), sum(error_count), sum(cost_usd)
+           FROM metric_windows WHERE resolution = '1m' AND window_start > now() - interval '10 minutes'
+           GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+    click.echo("\nspans by cohort (plan, from the users' profiles), last 10 minutes:")
+    for cohort, n, errors, cost in rows:
+        click.echo(f"  {cohort:<12} {n:>8,} spans  {errors / n:6.1%} errors  ${float(cost):.4f}")
+    click.echo("\n$ llmpulse cohorts compare --metric success_rate --by plan --since 10m --reference free")
+    subprocess.run([*llmpulse, "cohorts", "compare", "--metric", "success_rate", "--by", "plan", "--since", "10m",
+                    "--reference", "free"], env=env, check=False)
+
+
+def _experiment(conn: psycopg.Connection, llmpulse: list[str], env: dict, key: str,
+                workers: subprocess.Popen) -> None:
+    click.echo(f"\nexperiment {key}: the 'concise' prompt writes ~30% shorter answers (a real effect on latency)")
+    _wait("experiment results", lambda: conn.execute(
+        "SELECT count(*) FROM experiment_results WHERE experiment_key = %s AND decision <> 'keep_running'",
+        (key,)).fetchone()[0] > 0, 120, workers)
+    click.echo(f"$ llmpulse experiments results {key}")
+    subprocess.run([*llmpulse, "experiments", "results", key], env=env, check=False)
+
+
+def _incident(conn: psycopg.Connection, producer: Producer, hook: WebhookReceiver, seed: int,
+              workers: subprocess.Popen) -> None:
+    project = f"demo-incident-{seed}"
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+    click.echo(f"\nincident: from {start:%H:%M} UTC gpt-4o fails 40% of requests in project {project}")
+    click.echo("  (the detectors learn a series' normal day first; the demo sends 26 hours of per-minute "
+               "error_rate history for this project as llm.metrics points, then the incident's points; "
+               "the spans behind the incident go through the real pipeline for the root cause)")
+    for span in incident_spans(project, start, 3, baseline_minutes=5, seed=seed):
+        producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
+    producer.flush(60)
+    time.sleep(8)  # let the incident's windows reach the database before the points do
+    for point in incident_points(project, start, 3, seed=seed):
+        producer.produce(METRICS.name, key=point["series"].encode(), value=encode("metric_point", point))
+    producer.flush(60)
+
+    def posted() -> list[dict]:
+        return [p for p in hook.posts if project in json.dumps(p)]
+
+    if not _wait("the Slack message", lambda: posted(), 180, workers):
+        return
+    row = conn.execute(
+        "SELECT anomaly_id, metric, severity, observed, expected, lower, upper, root_cause, recommendation "
+        "FROM anomalies WHERE project = %s ORDER BY started_at DESC LIMIT 1", (project,)).fetchone()
+    if row:
+        anomaly_id, metric, severity, observed, expected, lower, upper, cause, advice = row
+        click.echo(f"anomaly {anomaly_id}\n  {severity}: {metric} {observed:.1%} (expected {expected:.1%}, "
+                   f"band {lower:.1%}-{upper:.1%})\n  root cause: {cause}\n  recommendation: {advice}")
+    message = posted()[0]
+    click.echo("\nSlack message posted to the local webhook (" + hook.url + "):")
+    click.echo("  " + message.get("text", ""))
+    for block in message.get("blocks", []):
+        text = block.get("text", {}).get("text") if isinstance(block.get("text"), dict) else None
+        fields = [f["text"].replace("\n", ": ") for f in block.get("fields", [])]
+        for line in ([text] if text else []) + fields:
+            click.echo("  | " + line.replace("\n", "\n  | "))

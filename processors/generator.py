@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import zlib
 from bisect import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from processors.experiments.assignment import bucket_hash
 
 __all__ = [
     "DEFAULT_PROJECTS",
@@ -797,10 +798,12 @@ class TrafficModel:
         if user is None:
             user_id = f"user-{project.index + 1}{rank:05d}"
             spec = project.spec
-            # Assignment by hash, as an experiment service would: stable per
-            # user, independent of the order users show up in.
-            bucket = zlib.crc32(f"{spec.experiment}:{user_id}".encode()) / 2**32 * project.variant_cw[-1]
-            variant = spec.variants[bisect(project.variant_cw, bucket)]
+            # Assigned like llmpulse's own assignment (GrowthBook's hash v2,
+            # seed = experiment key, coverage 1): the variant a producer using
+            # processors.experiments would serve, so a running definition
+            # with these weights agrees with the generated spans.
+            bucket = bucket_hash(spec.experiment, user_id, 2) * project.variant_cw[-1]
+            variant = spec.variants[min(bisect(project.variant_cw, bucket), len(spec.variants) - 1)]
             user = project.users[rank] = _User(user_id, variant)
         # A session is a few turns close together; 30 idle minutes end it.
         if user.turns_left <= 0 or self._now_us - user.last_us > 30 * 60 * _US:

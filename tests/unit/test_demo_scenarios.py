@@ -1,0 +1,34 @@
+"""The demo's scenario pieces: experiments agree with generated traffic; profiles are stable."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from processors.demo_scenarios import experiment_for, incident_points, profile_for
+from processors.experiments import assign
+from processors.generator import DEFAULT_PROJECTS, TrafficModel
+
+
+def test_generated_variants_are_what_the_running_definition_assigns():
+    experiments = {p.name: experiment_for(p) for p in DEFAULT_PROJECTS}
+    checked = 0
+    for trace in TrafficModel(seed=3).traces(300):
+        root = trace[0]
+        exp = experiments[root["project"]]
+        assert root["experiments"][exp.key] == assign(exp, root["user_id"]).variant
+        checked += 1
+    assert checked == 300
+
+
+def test_profiles_are_stable_per_user_and_spread_over_plans():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert profile_for("u-1", "p", at) == profile_for("u-1", "p", at)
+    plans = {profile_for(f"u-{i}", "p", at)["plan"] for i in range(200)}
+    assert plans == {"free", "pro", "enterprise"}
+
+
+def test_incident_points_are_healthy_then_bursting():
+    start = datetime(2026, 1, 2, tzinfo=UTC)
+    points = incident_points("p", start, 5, history_hours=2)
+    before = [p["value"] for p in points if p["window_start"] < start]
+    assert len(before) == 120 and max(before) < 0.08
+    assert [p["value"] for p in points if p["window_start"] >= start] == [0.21] * 5
