@@ -48,9 +48,12 @@ def _ingest(settings: Settings) -> Processor:
 
 
 def _metrics(settings: Settings) -> Processor:
-    from processors.metrics_processor import MetricsProcessor
+    from datetime import timedelta
 
-    return MetricsProcessor()
+    from processors.metrics_processor import MetricsProcessor, parse_caps
+
+    return MetricsProcessor(lateness=timedelta(seconds=settings.metrics_lateness_s),
+                            caps=parse_caps(settings.metrics_caps))
 
 
 def _anomalies(settings: Settings) -> Processor:

@@ -22,6 +22,7 @@ the other dimensions ``unknown``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,33 @@ SPAN_FIELDS = (
 
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_caps(text: str | None) -> dict[str, int] | None:
+    """``"model=200,prompt_version=500"`` -> caps per dimension (``LLMPULSE_METRICS_CAPS``).
+
+    >>> parse_caps("model=200, kind=8")
+    {'model': 200, 'kind': 8}
+    >>> parse_caps(None) is None
+    True
+    >>> parse_caps("colour=3")
+    Traceback (most recent call last):
+    ...
+    ValueError: LLMPULSE_METRICS_CAPS: unknown dimension 'colour'; known: project, model, provider, prompt_version, kind, cohort, variant
+    """
+    if not text:
+        return None
+    from processors.aggregation.dimensions import DIMENSIONS
+
+    caps = {}
+    for item in text.split(","):
+        name, _, value = item.strip().partition("=")
+        if name not in DIMENSIONS:
+            raise ValueError(f"LLMPULSE_METRICS_CAPS: unknown dimension {name!r}; known: {', '.join(DIMENSIONS)}")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"LLMPULSE_METRICS_CAPS: {name} needs a positive integer, got {value!r}")
+        caps[name] = int(value)
+    return caps
 
 
 def window_record(snapshot: WindowSnapshot, partition: int, emitted_at: datetime) -> dict[str, Any]:
@@ -74,8 +102,8 @@ _SNAPSHOT_FIELDS = (
 class _Partition:
     """One partition's aggregator, its trace dimensions, and what it may emit."""
 
-    def __init__(self, lateness: timedelta, max_traces: int) -> None:
-        self.aggregator = WindowAggregator(lateness=lateness)
+    def __init__(self, lateness: timedelta, max_traces: int, caps: Mapping[str, int] | None = None) -> None:
+        self.aggregator = WindowAggregator(lateness=lateness, caps=caps)
         self.trace_dims: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.max_traces = max_traces
         self.emit_from_us = -(2**62)  # windows starting earlier are incomplete (set on replay)
@@ -116,7 +144,9 @@ class MetricsProcessor:
         max_traces: int = 200_000,
         max_future: timedelta = timedelta(minutes=5),
         now=lambda: datetime.now(UTC),  # noqa: ANN001 - the clock, injectable for tests
+        caps: Mapping[str, int] | None = None,
     ) -> None:
+        self.caps = caps
         self.max_future = max_future
         self._now = now
         self.lateness = lateness
@@ -144,7 +174,7 @@ class MetricsProcessor:
         complete_from_us = (self._replay_at + self.clock_skew - _EPOCH) // timedelta(microseconds=1)
         emit_from_us = -(-complete_from_us // _MINUTE_US) * _MINUTE_US  # next minute boundary
         for p in partitions:
-            part = self.partitions[p] = _Partition(self.lateness, self.max_traces)
+            part = self.partitions[p] = _Partition(self.lateness, self.max_traces, self.caps)
             part.emit_from_us = emit_from_us
 
     def replay_from(self) -> datetime:
@@ -163,7 +193,7 @@ class MetricsProcessor:
             raise ValueError(f"empty message value (tombstone) on {message.topic}")
         part = self.partitions.get(message.partition)
         if part is None:  # a runtime without assignment hooks reads each partition whole
-            part = self.partitions[message.partition] = _Partition(self.lateness, self.max_traces)
+            part = self.partitions[message.partition] = _Partition(self.lateness, self.max_traces, self.caps)
         if message.topic == FEEDBACK_ENRICHED.name:
             feedback = decode(message.value, expected="feedback")
             self._check_not_future(feedback["time"])

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         10_000.0, gt=0, validation_alias=AliasChoices("LLMPULSE_SAMPLING_SLOW_MS", "sampling_slow_ms")
     )
     cohorts_file: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_COHORTS_FILE", "cohorts_file"))
+    metrics_lateness_s: float = Field(
+        600.0, ge=0, validation_alias=AliasChoices("LLMPULSE_METRICS_LATENESS_S", "metrics_lateness_s")
+    )
+    metrics_caps: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_METRICS_CAPS", "metrics_caps"))
     points_settle_s: float = Field(
         120.0, ge=0, validation_alias=AliasChoices("LLMPULSE_POINTS_SETTLE_S", "points_settle_s")
     )

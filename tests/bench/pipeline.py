@@ -200,7 +200,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     logs = Path(settings.state_dir) / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DATABASE_URL": bench_url, "LLMPULSE_LOG_LEVEL": "WARNING"}
+    # Lateness 60 s: on assignment the metrics worker re-reads lateness + 2 min
+    # of its input; with the default 10 min it would also re-read earlier runs'
+    # traffic and the rate would not be this run's backlog alone.
+    env = {**os.environ, "DATABASE_URL": bench_url, "LLMPULSE_LOG_LEVEL": "WARNING",
+           "LLMPULSE_METRICS_LATENESS_S": "60"}
 
     # Let each worker catch up with what is already there, so the timed
     # backlog is exactly what this run publishes.
