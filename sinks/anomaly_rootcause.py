@@ -407,9 +407,17 @@ def root_cause(conn: psycopg.Connection, anomaly: Mapping[str, Any],
 
     Examples
     --------
-    >>> with psycopg.connect(url) as conn:  # doctest: +SKIP
-    ...     print(root_cause(conn, anomaly).text)
-    error rate +700% is fully explained by model=gpt-x (2.0% → 30.0%) in project=support
+    Against a database with ``metric_windows`` (:func:`explain_rows` is the
+    pure part, tested without one)::
+
+        with psycopg.connect(url) as conn:
+            print(root_cause(conn, anomaly).text)
+        # error rate +700% is fully explained by model=gpt-x (2.0% → 30.0%) in project=support
+
+    The baseline is the hour before the episode started:
+
+    >>> BASELINE
+    datetime.timedelta(seconds=3600)
     """
     scope = {str(k): str(v) for k, v in (anomaly.get("dimensions") or {}).items()}
     started = anomaly["started_at"]
