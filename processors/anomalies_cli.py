@@ -24,23 +24,11 @@ from processors.topics import ALERTS, ANOMALY_FEEDBACK
 from sinks.anomaly_store import UnknownAnomalyError, format_value, record_verdict
 from sinks.db_cli import database_url_option
 from sinks.dburl import mask_password, redact
-from sinks.trace_cli import parse_when
+from sinks.trace_cli import When
 
 __all__ = ["anomalies", "feedback_record", "format_episode", "format_row"]
 
 STATUSES = ("open", "resolved", "false_positive", "all")
-
-
-class _When(click.ParamType):
-    name = "DURATION|TIME"
-
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
-        if isinstance(value, timedelta | datetime):
-            return value
-        try:
-            return parse_when(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
 
 
 @contextmanager
@@ -155,7 +143,7 @@ def anomalies() -> None:
 
 @anomalies.command("list")
 @click.option("--status", type=click.Choice(STATUSES), default="all", show_default=True)
-@click.option("--since", type=_When(), default="24h", show_default=True,
+@click.option("--since", type=When(), default="24h", show_default=True,
               help="Episodes started (or still open) after this: a duration back from now or an ISO time.")
 @click.option("--project", default=None, help="Only this project.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)

@@ -61,7 +61,13 @@ def parse_when(text: str) -> timedelta | datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-class _When(click.ParamType):
+class When(click.ParamType):
+    """A click option type: a duration back from now (``90m``, ``24h``) or a time.
+
+    >>> When().convert("2h", None, None)
+    datetime.timedelta(seconds=7200)
+    """
+
     name = "DURATION|TIME"
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
@@ -148,12 +154,12 @@ def show_command(
 @click.option("--project", default=None, help="Only this project (default: all).")
 @click.option(
     "--since",
-    type=_When(),
+    type=When(),
     default="1h",
     show_default=True,
     help="Traces that started after this: a duration back from now (15m, 1h, 7d) or an ISO time.",
 )
-@click.option("--until", type=_When(), default=None, help="...and before this (default: now).")
+@click.option("--until", type=When(), default=None, help="...and before this (default: now).")
 @click.option("--errors", is_flag=True, help="Only traces with a failed span.")
 @click.option("--user", "user_id", default=None, help="Only this user's traces.")
 @click.option(
