@@ -6,7 +6,8 @@ profile per user, the latest definition per experiment; see
 :mod:`processors.tables`) and does three things:
 
 1. **cohorts**: the user's profile → ``llmpulse.cohort.<name>`` attributes
-   and the primary ``llmpulse.cohort`` (the metrics ``cohort`` dimension).
+   and the primary ``llmpulse.cohort`` (the metrics ``cohort`` dimension)
+   on the root span and on feedback; child spans carry only the primary.
    A user without a profile is tagged ``unknown``, never dropped.
 2. **variants**: for every *running* experiment the user is enrolled in,
    the variant from the same sticky hash producers use
@@ -28,7 +29,7 @@ Examples
 >>> enricher = Enricher(CohortTagger(CohortConfig.load()), profiles.get)
 >>> enricher.set_experiment("tone", prompt_ab("tone", "ml@x", "v1", "v2", status="running"))
 >>> from schemas.samples import sample
->>> span, exposures = enricher.span(sample("span", experiments={}))
+>>> span, exposures = enricher.span(sample("span", experiments={}, parent_span_id=None))
 >>> span["attributes"]["llmpulse.cohort"], span["experiments"]
 ('pro', {'tone': 'control'})
 >>> [(e["experiment_key"], e["variant"]) for e in exposures]
@@ -43,7 +44,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from processors.cohorts import CohortTagger
+from processors.cohorts import PRIMARY_ATTR, CohortTagger
 from processors.experiments import CompiledExperiment, Experiment
 
 __all__ = ["MISMATCH_ATTR", "Enricher"]
@@ -107,7 +108,16 @@ class Enricher:
         profile = self.profile_of(user_id) if user_id else None
         if profile is None:
             self.unknown_users += 1
-        tagged = self.tagger.tag_span(span, profile)
+        if span.get("parent_span_id") is None:
+            tagged = self.tagger.tag_span(span, profile)
+        else:
+            # Child spans carry only the primary cohort (the metrics dimension);
+            # the root span and feedback carry every cohort. Eight attributes
+            # on every span cost downstream decoding and storage ~25 %.
+            tagged = dict(span)
+            attrs = dict(span.get("attributes") or {})
+            attrs[PRIMARY_ATTR] = self.tagger.attributes_for(profile)[PRIMARY_ATTR]
+            tagged["attributes"] = attrs
         if not self.running or not user_id:
             return tagged, []
         variants = self._variants(user_id, span.get("project"), profile)

@@ -54,7 +54,7 @@ def experiment(producer, run_id):
 
 def _send_span(producer, user_id: str, experiments: dict | None = None) -> str:
     trace_id = uuid.uuid4().hex
-    span = sample("span", trace_id=trace_id, user_id=user_id, experiments=experiments or {},
+    span = sample("span", trace_id=trace_id, user_id=user_id, experiments=experiments or {}, parent_span_id=None,
                   start_time=datetime.now(UTC) - timedelta(seconds=2), end_time=datetime.now(UTC))
     producer.produce(SPANS.name, key=trace_id.encode(), value=encode("span", span))
     return trace_id

@@ -32,3 +32,17 @@ def test_incident_points_are_healthy_then_bursting():
     before = [p["value"] for p in points if p["window_start"] < start]
     assert len(before) == 120 and max(before) < 0.08
     assert [p["value"] for p in points if p["window_start"] >= start] == [0.21] * 5
+
+
+def test_child_spans_carry_only_the_primary_cohort_and_roots_carry_all():
+    from processors.cohorts import CohortConfig, CohortTagger
+    from processors.enrich import Enricher
+    from schemas.samples import sample
+
+    profile = {"user_id": "u1", "plan": "pro", "country": "DE", "updated_at": datetime(2026, 1, 1, tzinfo=UTC)}
+    enricher = Enricher(CohortTagger(CohortConfig.load()), {"u1": profile}.get)
+    root, _ = enricher.span(sample("span", user_id="u1", parent_span_id=None))
+    child, _ = enricher.span(sample("span", user_id="u1"))
+    assert root["attributes"]["llmpulse.cohort.country"] == "DE" and root["attributes"]["llmpulse.cohort"] == "pro"
+    assert child["attributes"]["llmpulse.cohort"] == "pro"
+    assert not any(k.startswith("llmpulse.cohort.") for k in child["attributes"])
