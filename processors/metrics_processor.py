@@ -36,11 +36,15 @@ from schemas.codec import decode, default_codec, encode
 #: The span fields the aggregator and the trace join read; the rest (prompt
 #: and response text above all) is skipped unread, which more than doubles
 #: decoding speed.
-SPAN_FIELDS = (
-    "trace_id", "parent_span_id", "start_time", "end_time", "status", "project", "response_model",
-    "request_model", "provider", "prompt_version", "kind", "attributes", "experiments", "input_tokens",
-    "output_tokens", "cache_read_input_tokens", "cost_usd",
-)
+SPAN_FIELDS: dict[str, frozenset[str] | None] = {
+    **dict.fromkeys((
+        "trace_id", "parent_span_id", "start_time", "end_time", "status", "project", "response_model",
+        "request_model", "provider", "prompt_version", "kind", "experiments", "input_tokens",
+        "output_tokens", "cache_read_input_tokens", "cost_usd",
+    )),
+    # Of the attributes only the cohort is read; the others are skipped undecoded.
+    "attributes": frozenset({"llmpulse.cohort"}),
+}
 
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

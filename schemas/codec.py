@@ -323,8 +323,11 @@ class Codec:
             )
         return record
 
-    def projection(self, name: str, fields: Iterable[str]) -> Callable[[bytes], dict]:
+    def projection(self, name: str, fields: Iterable[str] | Mapping[str, Iterable[str] | None]) -> Callable[[bytes], dict]:
         """A decoder for ``name`` messages that returns only ``fields``.
+
+        ``fields`` may map a map-typed field to the keys wanted from it
+        (``{"attributes": ["llmpulse.cohort"]}``); other entries are skipped.
 
         Messages written with the current schema are read by a generated
         reader that skips the other fields without building them; older
@@ -341,11 +344,13 @@ class Codec:
         {'trace_id': '4bf92f3577b34da6a3ce929d0e0e4736', 'status': 'ok'}
         """
         current = self._lookup(name)
+        # A mapping narrows map fields to some keys: {"attributes": {"llmpulse.cohort"}}.
+        subsets = {k: frozenset(v) for k, v in fields.items() if v is not None} if isinstance(fields, Mapping) else {}
         keep = frozenset(fields)
         unknown = keep - {f["name"] for f in current.schema["fields"]}
         if unknown:
             raise KeyError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
-        read = compile_reader(current.schema, keep)
+        read = compile_reader(current.schema, {k: subsets.get(k) for k in keep} if subsets else keep)
         fingerprint = current.header[2:]
 
         def decode_projected(data: bytes) -> dict:
@@ -360,7 +365,11 @@ class Codec:
                     raise SerializationError(f"{len(data) - end} trailing bytes after the record", field=name)
                 return record
             full = self.decode(data, expected=name)
-            return {k: full[k] for k in keep}
+            out = {k: full[k] for k in keep}
+            for k, wanted in subsets.items():
+                if out[k] is not None:
+                    out[k] = {key: v for key, v in out[k].items() if key in wanted}
+            return out
 
         return decode_projected
 

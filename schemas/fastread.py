@@ -51,7 +51,7 @@ def _long_slow(data: bytes, pos: int, first: int) -> tuple[int, int]:
             raise CorruptData("varint longer than 10 bytes")
 
 
-def compile_reader(schema: Any, keep: frozenset[str] | None = None) -> Reader:
+def compile_reader(schema: Any, keep: Any = None) -> Reader:
     """Generate a reader for data written with exactly ``schema``.
 
     Parameters
@@ -63,7 +63,9 @@ def compile_reader(schema: Any, keep: frozenset[str] | None = None) -> Reader:
         Top-level record fields to return; the others are skipped without
         building their values (a projection: a consumer that needs 15 of a
         span's 36 fields does not decode its prompt and response text).
-        None returns every field.
+        A mapping ``{field: None | keys}`` also narrows a map field to the
+        given keys (the other entries are skipped undecoded). None returns
+        every field.
 
     Returns
     -------
@@ -84,6 +86,12 @@ def compile_reader(schema: Any, keep: frozenset[str] | None = None) -> Reader:
     ({'n': -3, 's': 'hi'}, 5)
     >>> compile_reader(schema, keep=frozenset({"n"}))(buf.getvalue(), 0)
     ({'n': -3}, 5)
+    >>> m = fastavro.parse_schema({"type": "record", "name": "M", "fields": [
+    ...     {"name": "a", "type": {"type": "map", "values": "string"}}]})
+    >>> buf = io.BytesIO()
+    >>> fastavro.schemaless_writer(buf, m, {"a": {"x": "1", "y": "2"}})
+    >>> compile_reader(m, keep={"a": frozenset({"y"})})(buf.getvalue(), 0)[0]
+    {'a': {'y': '2'}}
     """
     gen = _Gen(keep)
     entry = gen.function_for(schema)
@@ -138,7 +146,11 @@ class _Gen:
                     self.skip(f["type"], body, 1)
                     continue
                 v = self.var()
-                self.emit(f["type"], v, body, 1)
+                keys = keep.get(f["name"]) if isinstance(keep, dict) else None
+                if keys is not None:
+                    self.emit_map_subset(f["type"], frozenset(keys), v, body, 1)
+                else:
+                    self.emit(f["type"], v, body, 1)
                 fields.append(f"{f['name']!r}: {v}")
             # A dict display with constant keys is the fastest way to build it.
             body.append(f"    {out} = {{{', '.join(fields)}}}")
@@ -325,3 +337,28 @@ class _Gen:
         else:
             raise ValueError(f"unknown Avro type {kind!r}")
         return None
+
+    def emit_map_subset(self, schema: Any, keys: frozenset[str], target: str, out: list[str], ind: int) -> None:
+        """Read a map, keeping only ``keys``: other entries are skipped, their values never decoded."""
+        if not (isinstance(schema, dict) and schema.get("type") == "map"):
+            raise ValueError(f"a key subset needs a map field, not {schema!r}")
+        pad = "    " * ind
+        wanted = self.const(frozenset(k.encode() for k in keys), "KEYS")
+        acc, count, blk = self.var("acc"), self.var("cnt"), self.var("blk")
+        key, value = self.var("k"), self.var("it")
+        out.append(f"{pad}{acc} = {{}}")
+        self.emit_long(count, out, ind)
+        out.append(f"{pad}while {count}:")
+        out.append(f"{pad}    if {count} < 0:")
+        out.append(f"{pad}        {count} = -{count}")
+        self.emit_long(blk, out, ind + 2)
+        out.append(f"{pad}    for _ in range({count}):")
+        self.emit_slice(key, out, ind + 2, decode=False)
+        out.append(f"{pad}        if {key} in {wanted}:")
+        self.emit(schema["values"], value, out, ind + 3)
+        out.append(f"{pad}            {acc}[{key}.decode()] = {value}")
+        out.append(f"{pad}        else:")
+        self.skip(schema["values"], out, ind + 3)
+        out.append(f"{pad}            pass")
+        self.emit_long(count, out, ind + 1)
+        out.append(f"{pad}{target} = {acc}")

@@ -527,3 +527,14 @@ def test_projection_rejects_corrupt_data_and_unknown_fields(codec):
         codec.projection("span", ["nope"])
     # JSON and other versions go through the full, validating decoder.
     assert read(codec.encode_json("span", sample("span"))) == {"trace_id": sample("span")["trace_id"]}
+
+
+def test_projection_narrows_a_map_to_some_keys(codec):
+    span = sample("span", attributes={"llmpulse.cohort": "pro", "http.route": "/v1", "x": "y"})
+    read = codec.projection("span", {"trace_id": None, "attributes": ["llmpulse.cohort", "absent"]})
+    expected = {"trace_id": span["trace_id"], "attributes": {"llmpulse.cohort": "pro"}}
+    assert read(codec.encode("span", span)) == expected
+    assert read(codec.encode_json("span", span)) == expected  # the validating fallback cuts the same way
+    assert read(codec.encode("span", sample("span", attributes={}))) == {**expected, "attributes": {}}
+    with pytest.raises(ValueError, match="map"):
+        codec.projection("span", {"trace_id": ["a"]})
