@@ -61,6 +61,9 @@ class KafkaRuntime:
             self.metrics.registry.register(ProcessorSamples(processor))
         self._processing = self.metrics.processing_seconds.labels(processor.name)
         self._children: dict = {}
+        self._in_counts: dict[str, int] = {}
+        self._out_counts: dict[str, int] = {}
+        self._seen = 0
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "group.id": group_id or f"llmpulse-{processor.name}",
@@ -90,6 +93,7 @@ class KafkaRuntime:
                 messages = self.consumer.consume(self.batch_size, timeout=0.2)
                 for msg in messages:
                     self._handle(msg)
+                self._count_batch()
                 if time.monotonic() >= next_tick:
                     self._tick()
                     next_tick = time.monotonic() + self.tick_interval_s
@@ -112,8 +116,13 @@ class KafkaRuntime:
                 log.warning("%s: consumer error %s", self.processor.name, msg.error())
             return
         message = SourceMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
-        self._child(self.metrics.events_in, message.topic).inc()
-        started = time.perf_counter()
+        counts = self._in_counts
+        counts[message.topic] = counts.get(message.topic, 0) + 1
+        # Timing every message costs more than a fast processor's own work
+        # (two clock reads and a locked histogram update): time 1 in 16.
+        self._seen += 1
+        timed = not self._seen & 15
+        started = time.perf_counter() if timed else 0.0
         try:
             produced = self.processor.process(message)
         except Exception as exc:  # any failure of pure logic on one message is that message's fault
@@ -123,10 +132,18 @@ class KafkaRuntime:
             self.metrics.dead_letters.labels(self.processor.name, message.topic, type(exc).__name__).inc()
             return
         finally:
-            self._processing.observe(time.perf_counter() - started)
+            if timed:
+                self._processing.observe(time.perf_counter() - started)
         for out in produced:
             self._produce(out)
-            self._child(self.metrics.events_out, out.topic).inc()
+            self._out_counts[out.topic] = self._out_counts.get(out.topic, 0) + 1
+
+    def _count_batch(self) -> None:
+        """Add the batch's per-topic message counts to the Prometheus counters (once per batch)."""
+        for counts, metric in ((self._in_counts, self.metrics.events_in), (self._out_counts, self.metrics.events_out)):
+            for topic, n in counts.items():
+                self._child(metric, topic).inc(n)
+            counts.clear()
 
     def _child(self, metric, topic: str):  # noqa: ANN001, ANN202 - a prometheus_client metric and its child
         # labels() hashes and locks on every call; at tens of thousands of
