@@ -37,6 +37,24 @@ from sinks.trace_query import fetch_trace
 from sinks.waterfall import render_waterfall
 
 
+def _ending_now(traces: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Shift generated traffic so its newest span ends now.
+
+    The model's clock follows daily traffic patterns, so a few thousand
+    traces can span many minutes; sent at once, most would lie in the future,
+    which the metrics worker refuses (more than 5 minutes ahead).
+    """
+    newest = max(span["end_time"] for trace in traces for span in trace)
+    shift = datetime.now(UTC) - newest
+    for trace in traces:
+        for span in trace:
+            span["start_time"] += shift
+            span["end_time"] += shift
+            if span.get("first_token_time"):
+                span["first_token_time"] += shift
+    return traces
+
+
 class PregeneratedModel:
     """Serves traces generated up front (so profiles can be published first)."""
 
@@ -166,7 +184,7 @@ def demo(traces: int, malformed: int, seed: int | None, timeout: float) -> None:
     for exp in experiments:
         producer.produce(EXPERIMENTS.name, key=exp.key.encode(), value=encode("experiment", exp.to_record()))
     traffic = TrafficModel(seed=seed)
-    generated = list(traffic.traces(traces))
+    generated = _ending_now(list(traffic.traces(traces)))
     users = {t[0]["user_id"]: t[0]["project"] for t in generated if t[0].get("user_id")}
     for user_id, project in users.items():
         producer.produce(USERS.name, key=user_id.encode(), value=encode("user_profile", profile_for(user_id, project)))
@@ -212,6 +230,7 @@ def demo(traces: int, malformed: int, seed: int | None, timeout: float) -> None:
             if showcase:
                 click.echo("\n" + render_waterfall(fetch_trace(conn, showcase[0]), width=120))
                 click.echo(f"\n(read any trace with: llmpulse trace show {showcase[0]})")
+            _wait_metrics(conn, min(s["end_time"] for t in generated for s in t), workers)
             _cohorts(conn, llmpulse, env)
             _experiment(conn, llmpulse, env, experiments[0].key, workers)
             _incident(conn, producer, hook, seed, workers)
@@ -234,6 +253,20 @@ def _wait(what: str, condition, timeout_s: float, workers: subprocess.Popen) -> 
         time.sleep(1)
     click.echo(f"(gave up waiting for {what} after {timeout_s:.0f} s)")
     return False
+
+
+def _wait_metrics(conn: psycopg.Connection, since: datetime, workers: subprocess.Popen) -> None:
+    """Wait until the metrics worker and store have caught up (the span count stops moving)."""
+    history: list[int] = []
+
+    def settled() -> bool:
+        n = conn.execute("SELECT coalesce(sum(request_count), 0) FROM metric_windows"
+                         " WHERE resolution = '1m' AND window_start >= %s", (since,)).fetchone()[0]
+        history.append(int(n))
+        return len(history) >= 4 and history[-1] > 0 and len(set(history[-4:])) == 1
+
+    click.echo("waiting for the metrics to catch up ...")
+    _wait("the metrics", settled, 180, workers)
 
 
 def _cohorts(conn: psycopg.Connection, llmpulse: list[str], env: dict) -> None:
