@@ -111,6 +111,37 @@ class _Partition:
         self.trace_dims: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.max_traces = max_traces
         self.emit_from_us = -(2**62)  # windows starting earlier are incomplete (set on replay)
+        # Feedback whose trace has not been seen yet, by trace id: (arrival, feedback).
+        self.waiting: OrderedDict[str, list[tuple[datetime, dict]]] = OrderedDict()
+
+    def feedback(self, feedback: dict, arrived: datetime, hold: timedelta) -> None:
+        """Count feedback under its trace's dimensions, or wait up to ``hold`` for the trace."""
+        dims = self.trace_dims.get(feedback["trace_id"])
+        if dims is not None or hold <= timedelta(0):
+            self.aggregator.add_feedback(feedback, dims)
+            return
+        self.waiting.setdefault(feedback["trace_id"], []).append((arrived, feedback))
+        if len(self.waiting) > self.max_traces:  # bounded: the oldest count as unknown now
+            for _, held in self.waiting.popitem(last=False)[1]:
+                self.aggregator.add_feedback(held, None)
+
+    def release(self, trace_id: str) -> None:
+        """The trace's span arrived: count the feedback that waited for it."""
+        held = self.waiting.pop(trace_id, None)
+        if held:
+            dims = self.trace_dims[trace_id]
+            for _, feedback in held:
+                self.aggregator.add_feedback(feedback, dims)
+
+    def expire(self, before: datetime) -> None:
+        """Feedback that waited since before ``before`` counts under unknown dimensions."""
+        while self.waiting:
+            trace_id, held = next(iter(self.waiting.items()))
+            if held[0][0] >= before:
+                return
+            del self.waiting[trace_id]
+            for _, feedback in held:
+                self.aggregator.add_feedback(feedback, None)
 
     def remember(self, span: dict) -> None:
         trace_id = span["trace_id"]
@@ -149,8 +180,12 @@ class MetricsProcessor:
         max_future: timedelta = timedelta(minutes=5),
         now=lambda: datetime.now(UTC),  # noqa: ANN001 - the clock, injectable for tests
         caps: Mapping[str, int] | None = None,
+        feedback_hold: timedelta = timedelta(seconds=30),
     ) -> None:
         self.caps = caps
+        # Feedback consumed before its trace's spans (they are on another
+        # topic) waits this long for them, then counts as "unknown".
+        self.feedback_hold = feedback_hold
         self.max_future = max_future
         self._now = now
         self.lateness = lateness
@@ -201,12 +236,14 @@ class MetricsProcessor:
         if message.topic == FEEDBACK_ENRICHED.name:
             feedback = decode(message.value, expected="feedback")
             self._check_not_future(feedback["time"])
-            part.aggregator.add_feedback(feedback, part.trace_dims.get(feedback["trace_id"]))
+            part.feedback(feedback, self._now(), self.feedback_hold)
         else:
             span = self._decode_span(message.value)
             self._check_not_future(span["end_time"])
             part.aggregator.add_span(span)
             part.remember(span)
+            if part.waiting:
+                part.release(span["trace_id"])
         return []
 
     def _check_not_future(self, at: datetime) -> None:
@@ -220,7 +257,9 @@ class MetricsProcessor:
         """Emit the 1-minute partials changed or closed since the last tick."""
         now = datetime.now(UTC)
         outputs = []
+        expired = self._now() - self.feedback_hold
         for number, part in self.partitions.items():
+            part.expire(expired)
             for snapshot in part.aggregator.flush():
                 # Hours and days are rolled up from complete minutes in the
                 # database: after a replay only minutes are rebuilt whole.

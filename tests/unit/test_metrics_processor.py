@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -51,7 +51,7 @@ def test_windows_older_than_the_replay_start_are_never_emitted() -> None:
 
 
 def test_feedback_joins_its_traces_dimensions_in_the_same_partition() -> None:
-    proc = MetricsProcessor(clock_skew=timedelta(0))
+    proc = MetricsProcessor(clock_skew=timedelta(0), feedback_hold=timedelta(0))
     proc.process(_span_msg(0, 0, trace="b" * 32, parent_span_id=None))
     fb = {**sample("feedback"), "trace_id": "b" * 32, "time": T + timedelta(seconds=5), "rating": 4.0}
     proc.process(SourceMessage("llm.feedback.enriched", 0, 1, None, encode("feedback", fb)))
@@ -83,3 +83,19 @@ def test_events_from_the_future_are_refused_not_allowed_to_move_the_watermark() 
     proc.process(_span_msg(0, 0))
     [record] = [r for r in _records(proc.tick())]
     assert record["request_count"] == 1 and record["late_events"] == 0
+
+
+def test_feedback_read_before_its_trace_waits_for_it_then_counts_as_unknown() -> None:
+    clock = [datetime.now(UTC)]
+    proc = MetricsProcessor(clock_skew=timedelta(0), now=lambda: clock[0], feedback_hold=timedelta(seconds=30))
+    early = {**sample("feedback"), "trace_id": "d" * 32, "time": T + timedelta(seconds=5), "rating": 5.0}
+    orphan = {**early, "feedback_id": "f-orphan", "trace_id": "e" * 32, "rating": 1.0}
+    proc.process(SourceMessage("llm.feedback.enriched", 0, 1, None, encode("feedback", early)))
+    proc.process(SourceMessage("llm.feedback.enriched", 0, 2, None, encode("feedback", orphan)))
+    assert _records(proc.tick()) == []  # both wait for their traces
+    proc.process(_span_msg(0, 0, trace="d" * 32, parent_span_id=None))
+    joined = {r["model"]: r for r in _records(proc.tick())}[SPAN["response_model"]]
+    assert (joined["feedback_count"], joined["rating_sum"]) == (1, 5.0)
+    clock[0] += timedelta(seconds=31)
+    unknown = {r["model"]: r for r in _records(proc.tick())}["unknown"]
+    assert (unknown["feedback_count"], unknown["rating_sum"]) == (1, 1.0)
