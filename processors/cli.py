@@ -75,7 +75,8 @@ def run(processor: str, metrics_port: int | None, engine: str | None) -> None:
 
 def _slack_configured() -> bool:
     """Whether a Slack webhook or routes file is set (the notifier refuses to start without)."""
-    return bool(os.environ.get("LLMPULSE_SLACK_WEBHOOK_URL") or os.environ.get("LLMPULSE_SLACK_ROUTES"))
+    settings = _settings()
+    return bool(settings.slack_webhook_url or settings.slack_routes)
 
 
 def _run_all() -> int:

@@ -194,7 +194,7 @@ class IngestProcessor:
 def _enrichment(settings: Settings) -> tuple[Enricher, tuple[CompactedTable, ...]]:
     """The enricher and the two tables feeding it (profiles, experiments)."""
     from processors.cohorts import CohortConfig, CohortTagger, newer
-    from processors.experiments import Experiment
+    from processors.experiments.client import experiments_table
 
     profiles: CompactedTable[dict] = CompactedTable(
         settings.kafka_bootstrap_servers, USERS.name,
@@ -202,19 +202,5 @@ def _enrichment(settings: Settings) -> tuple[Enricher, tuple[CompactedTable, ...
         merge=lambda old, new: new if newer(old, new) else old,
     )
     enricher = Enricher(CohortTagger(CohortConfig.load(settings.cohorts_file)), profiles.get)
-    experiments: CompactedTable[Experiment] = CompactedTable(
-        settings.kafka_bootstrap_servers, EXPERIMENTS.name,
-        decode=lambda value: _experiment(decode(value, expected="experiment")),
-        merge=lambda old, new: new if old is None or new.updated_at >= old.updated_at else old,
-        on_change=enricher.set_experiment,
-    )
+    experiments = experiments_table(settings.kafka_bootstrap_servers, enricher.set_experiment, EXPERIMENTS.name)
     return enricher, (profiles, experiments) if settings.enrich_tables else ()
-
-
-def _experiment(record: dict):  # noqa: ANN202 - an Experiment, imported lazily
-    from processors.experiments import Experiment
-
-    experiment = Experiment.from_record(record)
-    if experiment.status == "running":
-        experiment.compiled  # noqa: B018 - validates now, so a broken definition is dead-lettered
-    return experiment

@@ -86,10 +86,6 @@ class CompactedTable(Generic[V]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def values(self) -> list[V]:
-        """Every current value."""
-        return list(self.data.values())
-
     def apply_record(self, key: bytes | None, value: bytes | None) -> None:
         """Apply one record: a tombstone (``None``) deletes; raises if it does not decode."""
         if key is None:

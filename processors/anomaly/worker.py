@@ -31,14 +31,13 @@ import os
 import time
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING
+
 from processors.anomaly.processor import AnomalyProcessor
 from processors.contract import Output
 from processors.deadletter import SourceMessage
 
 log = logging.getLogger(__name__)
-
-#: librdkafka's "from the beginning" logical offset.
-OFFSET_BEGINNING = -2
 
 __all__ = ["AnomalyWorker"]
 

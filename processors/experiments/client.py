@@ -32,7 +32,30 @@ from typing import Any
 from processors.experiments.assignment import Assignment, CompiledExperiment
 from processors.experiments.definitions import Experiment
 
-__all__ = ["ExperimentClient"]
+__all__ = ["ExperimentClient", "experiments_table"]
+
+
+def experiments_table(bootstrap: str, on_change: Any, topic: str = "llm.experiments") -> Any:
+    """A :class:`~processors.tables.CompactedTable` of definitions: newest ``updated_at`` wins.
+
+    A running definition is validated when read, so a broken one is reported
+    as a bad record instead of silently assigning nobody.
+    ``on_change(key, experiment or None)`` sees every applied change.
+    """
+    from processors.tables import CompactedTable
+    from schemas.codec import decode
+
+    def read(value: bytes) -> Experiment:
+        experiment = Experiment.from_record(decode(value, expected="experiment"))
+        if experiment.status == "running":
+            experiment.compiled  # noqa: B018 - validates now
+        return experiment
+
+    return CompactedTable(
+        bootstrap, topic, decode=read,
+        merge=lambda old, new: new if old is None or new.updated_at >= old.updated_at else old,
+        on_change=on_change,
+    )
 
 
 class ExperimentClient:
@@ -47,15 +70,9 @@ class ExperimentClient:
     @classmethod
     def from_kafka(cls, bootstrap: str, topic: str = "llm.experiments", timeout_s: float = 30.0) -> ExperimentClient:
         """A client over the definitions on ``topic``, read to its current end."""
-        from processors.tables import CompactedTable
-        from schemas.codec import decode
-
         client = cls()
-        table = CompactedTable(
-            bootstrap, topic, decode=lambda value: Experiment.from_record(decode(value, expected="experiment")),
-            merge=lambda old, new: new if old is None or new.updated_at >= old.updated_at else old,
-            on_change=lambda key, exp: client.update(exp) if exp is not None else client.remove(key),
-        )
+        table = experiments_table(
+            bootstrap, lambda key, exp: client.update(exp) if exp is not None else client.remove(key), topic)
         bad = table.restore(timeout_s)
         if bad:
             # A definition the client cannot read must not silently mean "no experiment".
