@@ -32,19 +32,9 @@ from processors.contract import Output
 from processors.deadletter import SourceMessage
 from processors.topics import FEEDBACK_ENRICHED, METRIC_WINDOWS, SPANS_ENRICHED
 from schemas.codec import decode, default_codec, encode
-
-#: The span fields the aggregator and the trace join read; the rest (prompt
-#: and response text above all) is skipped unread, which more than doubles
-#: decoding speed.
-SPAN_FIELDS: dict[str, frozenset[str] | None] = {
-    **dict.fromkeys((
-        "trace_id", "parent_span_id", "start_time", "end_time", "status", "project", "response_model",
-        "request_model", "provider", "prompt_version", "kind", "experiments", "input_tokens",
-        "output_tokens", "cache_read_input_tokens", "cost_usd",
-    )),
-    # Of the attributes only the cohort is read; the others are skipped undecoded.
-    "attributes": frozenset({"llmpulse.cohort"}),
-}
+# The fields read (prompt and response text are skipped unread); defined with
+# the compiled readers so that this projection is one of them.
+from schemas.cyreaders import METRICS_SPAN_FIELDS
 
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -107,7 +97,8 @@ class _Partition:
     """One partition's aggregator, its trace dimensions, and what it may emit."""
 
     def __init__(self, lateness: timedelta, max_traces: int, caps: Mapping[str, int] | None = None) -> None:
-        self.aggregator = WindowAggregator(lateness=lateness, caps=caps)
+        # Minutes only: hours and days are rolled up from complete minutes in the store.
+        self.aggregator = WindowAggregator(lateness=lateness, caps=caps, resolutions=("1m",))
         self.trace_dims: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.max_traces = max_traces
         self.emit_from_us = -(2**62)  # windows starting earlier are incomplete (set on replay)
@@ -194,7 +185,10 @@ class MetricsProcessor:
         self.partitions: dict[int, _Partition] = {}
         self.suppressed = 0
         self._replay_at = datetime.now(UTC)
-        self._decode_span = default_codec().projection("span", SPAN_FIELDS)
+        # Times as integer microseconds: the aggregator only buckets and subtracts them.
+        self._decode_span = default_codec().projection("span", METRICS_SPAN_FIELDS, micros=True)
+        # Spans ending after this (µs) may be from the future; re-checked against the clock.
+        self._future_us = -(2**62)
 
     # -- the runtime's hooks ---------------------------------------------
 
@@ -239,7 +233,9 @@ class MetricsProcessor:
             part.feedback(feedback, self._now(), self.feedback_hold)
         else:
             span = self._decode_span(message.value)
-            self._check_not_future(span["end_time"])
+            if span["end_time"] > self._future_us:  # the clock is read only when the cached bound is passed
+                self._future_us = (self._now() + self.max_future - _EPOCH) // timedelta(microseconds=1)
+                self._check_not_future(_EPOCH + timedelta(microseconds=span["end_time"]))
             part.aggregator.add_span(span)
             part.remember(span)
             if part.waiting:
@@ -261,10 +257,6 @@ class MetricsProcessor:
         for number, part in self.partitions.items():
             part.expire(expired)
             for snapshot in part.aggregator.flush():
-                # Hours and days are rolled up from complete minutes in the
-                # database: after a replay only minutes are rebuilt whole.
-                if snapshot.resolution != "1m":
-                    continue
                 start_us = int(snapshot.window_start.timestamp()) * 1_000_000
                 if start_us < part.emit_from_us:
                     self.suppressed += 1

@@ -59,6 +59,7 @@ class _Incoming:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -323,11 +324,15 @@ class Codec:
             )
         return record
 
-    def projection(self, name: str, fields: Iterable[str] | Mapping[str, Iterable[str] | None]) -> Callable[[bytes], dict]:
+    def projection(
+        self, name: str, fields: Iterable[str] | Mapping[str, Iterable[str] | None], *, micros: bool = False
+    ) -> Callable[[bytes], dict]:
         """A decoder for ``name`` messages that returns only ``fields``.
 
         ``fields`` may map a map-typed field to the keys wanted from it
         (``{"attributes": ["llmpulse.cohort"]}``); other entries are skipped.
+        With ``micros`` the (top-level) timestamps are integer microseconds
+        since the epoch, for consumers that only bucket and subtract times.
 
         Messages written with the current schema are read by a generated
         reader that skips the other fields without building them; older
@@ -350,7 +355,7 @@ class Codec:
         unknown = keep - {f["name"] for f in current.schema["fields"]}
         if unknown:
             raise KeyError(f"{name} has no field(s) {', '.join(sorted(unknown))}")
-        read = compile_reader(current.schema, {k: subsets.get(k) for k in keep} if subsets else keep)
+        read = compile_reader(current.schema, {k: subsets.get(k) for k in keep} if subsets else keep, micros=micros)
         fingerprint = current.header[2:]
 
         def decode_projected(data: bytes) -> dict:
@@ -369,6 +374,10 @@ class Codec:
             for k, wanted in subsets.items():
                 if out[k] is not None:
                     out[k] = {key: v for key, v in out[k].items() if key in wanted}
+            if micros:
+                for k, v in out.items():
+                    if isinstance(v, datetime):
+                        out[k] = (v - _EPOCH) // _ONE_US
             return out
 
         return decode_projected

@@ -25,7 +25,6 @@ RESOLUTIONS: tuple[tuple[str, int], ...] = (("1m", 60), ("1h", 3600), ("1d", 864
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
-_MS = timedelta(milliseconds=1)
 _MINUTE_US = 60_000_000
 _QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _NEVER = -(1 << 62)  # max event time before the first event
@@ -101,6 +100,9 @@ class WindowAggregator:
     dimensions
         ``span -> tuple`` of raw values in ``DIMENSIONS`` order
         (default :func:`~processors.aggregation.dimensions.span_dimensions`).
+    resolutions
+        Names from :data:`RESOLUTIONS` to aggregate (default all three);
+        ``("1m",)`` keeps minutes only.
 
     Examples
     --------
@@ -117,6 +119,10 @@ class WindowAggregator:
     >>> agg.add_span(sample("span", start_time=t, end_time=t))
     >>> [(s.resolution, s.final) for s in agg.closed()]
     [('1m', True), ('1h', True), ('1d', True)]
+    >>> minutes = WindowAggregator(resolutions=("1m",))
+    >>> minutes.add_span(sample("span"))
+    >>> [s.resolution for s in minutes.changed()], minutes.stats()["open_windows"]
+    (['1m'], {'1m': 1})
     """
 
     def __init__(
@@ -127,6 +133,7 @@ class WindowAggregator:
         *,
         cap_ttl: timedelta = timedelta(days=1),
         dimensions: Callable[[Mapping[str, Any]], tuple[str, ...]] = span_dimensions,
+        resolutions: Sequence[str] = tuple(name for name, _ in RESOLUTIONS),
     ) -> None:
         if lateness < timedelta(0):
             raise ValueError(f"lateness must be >= 0, got {lateness}")
@@ -141,8 +148,15 @@ class WindowAggregator:
         self._lateness_us = lateness // _US
         self._ttl_us = cap_ttl // _US
         # per resolution: (index, width in µs, {window_start_us: {series: acc}})
+        unknown = set(resolutions) - {name for name, _ in RESOLUTIONS}
+        if unknown or not resolutions:
+            raise ValueError(f"resolutions must be some of {[n for n, _ in RESOLUTIONS]}, got {list(resolutions)}")
+        # Only the resolutions asked for are kept: the metrics processor
+        # emits minutes alone (the store rolls them up), and every level
+        # costs a dictionary update per event.
         self._levels: list[tuple[int, int, dict[int, dict[_Series, _Acc]]]] = [
-            (level, seconds * 1_000_000, {}) for level, (_, seconds) in enumerate(RESOLUTIONS)
+            (level, seconds * 1_000_000, {})
+            for level, (name, seconds) in enumerate(RESOLUTIONS) if name in resolutions
         ]
         self._max_us = _NEVER
         self._watermark_us = _NEVER
@@ -159,11 +173,19 @@ class WindowAggregator:
     def add_span(self, span: Mapping[str, Any]) -> None:
         """Add one span (as decoded by :func:`schemas.codec.decode`).
 
+        ``start_time`` and ``end_time`` are datetimes, or integer
+        microseconds since the epoch (a projection with ``micros=True``,
+        which spares the hot path two datetimes per span).
         An event that raises (bad field types) leaves the aggregator unchanged.
         """
         end = span["end_time"]
-        t = (end - _EPOCH) // _US
-        latency = (end - span["start_time"]) / _MS
+        if type(end) is int:
+            t = end
+            duration_us = end - span["start_time"]
+        else:
+            t = (end - _EPOCH) // _US
+            duration_us = (end - span["start_time"]) // _US
+        latency = duration_us / 1000  # ms; exactly timedelta / timedelta(milliseconds=1)
         m = self.mapping
         key = int(math.ceil(math.log(latency, 2) * m.multiplier) + m.offset) if latency > m.min_possible else None
         cost = span.get("cost_usd")
@@ -173,7 +195,7 @@ class WindowAggregator:
         # Integer microseconds, like cost in nano-dollars, so the sums and
         # sums of squares are exact whatever order events arrive in. Clock
         # skew (end before start) counts as 0, as in the sketch.
-        lat = max((end - span["start_time"]) // _US, 0)
+        lat = max(duration_us, 0)
         latency_sq = lat * lat
         in_tok = span.get("input_tokens")
         out_tok = span.get("output_tokens")
@@ -365,8 +387,8 @@ class WindowAggregator:
             "folded_values": self.guard.folded_values(),
             "series": len(self._series),
             "open_windows": {
-                name: sum(len(b) for b in windows.values())
-                for (name, _), (_, _, windows) in zip(RESOLUTIONS, self._levels)
+                RESOLUTIONS[level][0]: sum(len(b) for b in windows.values())
+                for level, _, windows in self._levels
             },
             "max_event_time": None if self._max_us == _NEVER else _time(self._max_us),
             "watermark": None if self._max_us == _NEVER else _time(self._watermark_us),

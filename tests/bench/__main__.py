@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, results in docs/benchmarks/*.json."""
 from __future__ import annotations
 
-from tests.bench import anomaly_cost, logic, nab, pipeline, retrieval
+from tests.bench import anomaly_cost, freshness, logic, nab, pipeline, retrieval
 
 
 def main() -> None:
@@ -9,6 +9,8 @@ def main() -> None:
     logic.main()
     print("== workers through Kafka and PostgreSQL ==", flush=True)
     pipeline.main([])
+    print("== end-to-end freshness at 5,000 spans/s ==", flush=True)
+    freshness.main([])
     print("== trace retrieval with >= 1,000,000 spans stored ==", flush=True)
     retrieval.main([])
     print("== anomaly detection: NAB corpus and the LLM incident suite ==", flush=True)

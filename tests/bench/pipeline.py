@@ -58,35 +58,48 @@ def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
     return {tp.partition: consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in _partitions(consumer, topic)}
 
 
+_PROBES: dict[str, Consumer] = {}
+
+
 def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = probe.committed(_partitions(probe, topic), timeout=15)
-        # No commit yet means the group starts at the beginning of the log.
-        low = {tp.partition: probe.get_watermark_offsets(tp, timeout=15)[0] for tp in parts}
-        return {tp.partition: (tp.offset if tp.offset >= 0 else low[tp.partition]) for tp in parts}
-    finally:
-        probe.close()
+    # One probe per group for the whole run: a new client per poll (every
+    # 0.1 s) would cost the worker being measured a share of the two cores.
+    probe = _PROBES.get(group)
+    if probe is None:
+        probe = _PROBES[group] = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                           "enable.auto.commit": False})
+    parts = probe.committed(_partitions(probe, topic), timeout=15)
+    # No commit yet means the group starts at the beginning of the log.
+    low = {tp.partition: probe.get_watermark_offsets(tp, timeout=15)[0] for tp in parts}
+    return {tp.partition: (tp.offset if tp.offset >= 0 else low[tp.partition]) for tp in parts}
 
 
 def publish(bootstrap: str, spans: int, seed: int) -> int:
-    """Publish about ``spans`` spans as Avro; return the exact count."""
+    """Publish about ``spans`` spans as Avro, in end-time order; return the exact count."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
                          "compression.type": "lz4"})
-    # Back-dated so that it ends about now: event times in the future would be
-    # refused by the metrics processor (and are not what producers send).
-    model = TrafficModel(seed=seed, start=datetime.now(UTC) - timedelta(seconds=spans / 80))
-    sent = 0
+    # Three minutes of traffic from eight minutes ago (about eight spans a
+    # trace): agent spans run for up to eight minutes and must not end more
+    # than five minutes in the future (the metrics processor refuses those),
+    # and the metrics worker, started a minute or two later, re-reads and
+    # emits the windows of the last ~11 minutes (default lateness).
+    model = TrafficModel(seed=seed, start=datetime.now(UTC) - timedelta(minutes=8),
+                         traces_per_second=spans / 8 / 180)
+    batch: list[dict] = []
     for trace in model.traces(10**9):
-        for span in trace:
-            producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
-            sent += 1
-            if sent % 10_000 == 0:
-                producer.poll(0)
-        if sent >= spans:
+        batch += trace
+        if len(batch) >= spans:
             break
+    # Producers export a span when it ends, so a topic is in end-time order
+    # (give or take); publishing whole traces in start order instead would
+    # make most spans after a long agent run late for the metrics processor.
+    batch.sort(key=lambda span: span["end_time"])
+    for sent, span in enumerate(batch, 1):
+        producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
+        if sent % 10_000 == 0:
+            producer.poll(0)
     producer.flush(120)
-    return sent
+    return len(batch)
 
 
 def raw_consume_rate(bootstrap: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float]:
@@ -200,11 +213,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     logs = Path(settings.state_dir) / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    # Lateness 60 s: on assignment the metrics worker re-reads lateness + 2 min
-    # of its input; with the default 10 min it would also re-read earlier runs'
-    # traffic and the rate would not be this run's backlog alone.
-    env = {**os.environ, "DATABASE_URL": bench_url, "LLMPULSE_LOG_LEVEL": "WARNING",
-           "LLMPULSE_METRICS_LATENESS_S": "60"}
+    # Default lateness (10 min): on assignment the metrics worker re-reads the
+    # last ~12 minutes of its input, so on a machine where another run
+    # published in that time the metrics rate also pays for re-reading it.
+    env = {**os.environ, "DATABASE_URL": bench_url, "LLMPULSE_LOG_LEVEL": "WARNING"}
 
     # Let each worker catch up with what is already there, so the timed
     # backlog is exactly what this run publishes.
@@ -244,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
                  _total(windows_end) - sink_start)
     copy_n, copy_s = raw_copy_rate(bootstrap, bench_url, windows_start, windows_end)
     probe.close()
+    for client in _PROBES.values():
+        client.close()
 
     raw = raw_n / raw_s
     result = {

@@ -538,3 +538,31 @@ def test_projection_narrows_a_map_to_some_keys(codec):
     assert read(codec.encode("span", sample("span", attributes={}))) == {**expected, "attributes": {}}
     with pytest.raises(ValueError, match="map"):
         codec.projection("span", {"trace_id": ["a"]})
+
+
+def test_projection_in_micros_reads_timestamps_as_integer_microseconds(codec):
+    span = sample("span")
+    read = codec.projection("span", ["start_time", "end_time"], micros=True)
+    as_micros = {k: (span[k] - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+                 for k in ("start_time", "end_time")}
+    assert read(codec.encode("span", span)) == as_micros
+    assert read(codec.encode_json("span", span)) == as_micros  # the fallback converts the same way
+
+
+@pytest.mark.parametrize("value", [0, -1, 63, -64, 64, 8191, -8192, 8192, 2**31, -(2**40), 2**62, -(2**63)])
+def test_generated_reader_reads_varints_of_every_length(value):
+    schema = fastavro.parse_schema({"type": "record", "name": "L", "fields": [
+        {"name": "n", "type": "long"}, {"name": "s", "type": "string"}]})
+    buf = io.BytesIO()
+    text = "x" * (abs(value) % 9000)  # string lengths of one and two varint bytes
+    fastavro.schemaless_writer(buf, schema, {"n": value, "s": text})
+    assert compile_reader(schema)(buf.getvalue(), 0) == ({"n": value, "s": text}, len(buf.getvalue()))
+
+
+def test_generated_reader_refuses_varints_beyond_64_bits():
+    from schemas.fastread import CorruptData
+
+    schema = fastavro.parse_schema({"type": "record", "name": "L", "fields": [{"name": "n", "type": "long"}]})
+    assert compile_reader(schema)(b"\xfe" + b"\xff" * 8 + b"\x01", 0)[0] == {"n": 2**63 - 1}
+    with pytest.raises(CorruptData, match="64 bits"):
+        compile_reader(schema)(b"\xff" * 9 + b"\x02", 0)
