@@ -712,7 +712,142 @@ cdef tuple r_6236a412e5e3b654f6f6_read_1(bytes data, Py_ssize_t pos):
 def r_6236a412e5e3b654f6f6(data, pos):
     return r_6236a412e5e3b654f6f6_read_1(data, pos)
 
+
+cdef tuple r_352db0048b58f3ff39fb_read_1(bytes data, Py_ssize_t pos):
+    cdef const unsigned char* p = data
+    cdef double double_tmp
+    cdef float float_tmp
+    cdef Py_ssize_t size
+    cdef int64_t b60, e15, e18, e21, e24, e27, e30, e33, e5, e58, e8, n14, n17, n20, n23, n26, n29, n32, n4, n57, n7, u49, u51, u53, u55, us10, us62
+    size = len(data)
+    n4 = _long(p, &pos, size)
+    e5 = pos + n4
+    if n4 < 0 or e5 > size: raise _CorruptData('bad length')
+    v3 = (<const char*>p)[pos:e5].decode('utf-8'); pos = e5
+    n7 = _long(p, &pos, size)
+    e8 = pos + n7
+    if n7 < 0 or e8 > size: raise _CorruptData('bad length')
+    v6 = (<const char*>p)[pos:e8].decode('utf-8'); pos = e8
+    us10 = _long(p, &pos, size)
+    v9 = _EPOCH + _timedelta(0, 0, us10)
+    v11 = _long(p, &pos, size)
+    v12 = _long(p, &pos, size)
+    n14 = _long(p, &pos, size)
+    e15 = pos + n14
+    if n14 < 0 or e15 > size: raise _CorruptData('bad length')
+    v13 = (<const char*>p)[pos:e15].decode('utf-8'); pos = e15
+    n17 = _long(p, &pos, size)
+    e18 = pos + n17
+    if n17 < 0 or e18 > size: raise _CorruptData('bad length')
+    v16 = (<const char*>p)[pos:e18].decode('utf-8'); pos = e18
+    n20 = _long(p, &pos, size)
+    e21 = pos + n20
+    if n20 < 0 or e21 > size: raise _CorruptData('bad length')
+    v19 = (<const char*>p)[pos:e21].decode('utf-8'); pos = e21
+    n23 = _long(p, &pos, size)
+    e24 = pos + n23
+    if n23 < 0 or e24 > size: raise _CorruptData('bad length')
+    v22 = (<const char*>p)[pos:e24].decode('utf-8'); pos = e24
+    n26 = _long(p, &pos, size)
+    e27 = pos + n26
+    if n26 < 0 or e27 > size: raise _CorruptData('bad length')
+    v25 = (<const char*>p)[pos:e27].decode('utf-8'); pos = e27
+    n29 = _long(p, &pos, size)
+    e30 = pos + n29
+    if n29 < 0 or e30 > size: raise _CorruptData('bad length')
+    v28 = (<const char*>p)[pos:e30].decode('utf-8'); pos = e30
+    n32 = _long(p, &pos, size)
+    e33 = pos + n32
+    if n32 < 0 or e33 > size: raise _CorruptData('bad length')
+    v31 = (<const char*>p)[pos:e33].decode('utf-8'); pos = e33
+    v34 = _long(p, &pos, size)
+    v35 = _long(p, &pos, size)
+    v36 = _long(p, &pos, size)
+    v37 = _long(p, &pos, size)
+    v38 = _long(p, &pos, size)
+    v39 = _long(p, &pos, size)
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v40 = double_tmp
+    v41 = _long(p, &pos, size)
+    v42 = _long(p, &pos, size)
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v43 = double_tmp
+    v44 = _long(p, &pos, size)
+    v45 = _long(p, &pos, size)
+    v46 = _long(p, &pos, size)
+    v47 = _long(p, &pos, size)
+    if pos >= size: raise _CorruptData('truncated')
+    u49 = p[pos]; pos += 1
+    if u49 == 0:
+        v48 = None
+    elif u49 == 2:
+        if pos + 8 > size: raise _CorruptData('truncated double')
+        memcpy(&double_tmp, p + pos, 8); pos += 8
+        v48 = double_tmp
+    else:
+        raise _CorruptData('bad union index')
+    if pos >= size: raise _CorruptData('truncated')
+    u51 = p[pos]; pos += 1
+    if u51 == 0:
+        v50 = None
+    elif u51 == 2:
+        if pos + 8 > size: raise _CorruptData('truncated double')
+        memcpy(&double_tmp, p + pos, 8); pos += 8
+        v50 = double_tmp
+    else:
+        raise _CorruptData('bad union index')
+    if pos >= size: raise _CorruptData('truncated')
+    u53 = p[pos]; pos += 1
+    if u53 == 0:
+        v52 = None
+    elif u53 == 2:
+        if pos + 8 > size: raise _CorruptData('truncated double')
+        memcpy(&double_tmp, p + pos, 8); pos += 8
+        v52 = double_tmp
+    else:
+        raise _CorruptData('bad union index')
+    if pos >= size: raise _CorruptData('truncated')
+    u55 = p[pos]; pos += 1
+    if u55 == 0:
+        v54 = None
+    elif u55 == 2:
+        if pos + 8 > size: raise _CorruptData('truncated double')
+        memcpy(&double_tmp, p + pos, 8); pos += 8
+        v54 = double_tmp
+    else:
+        raise _CorruptData('bad union index')
+    n57 = _long(p, &pos, size)
+    e58 = pos + n57
+    if n57 < 0 or e58 > size: raise _CorruptData('bad length')
+    v56 = data[pos:e58]; pos = e58
+    if pos >= size: raise _CorruptData('truncated')
+    b60 = p[pos]; pos += 1
+    if b60 > 1: raise _CorruptData('bad boolean')
+    v59 = b60 == 1
+    us62 = _long(p, &pos, size)
+    v61 = _EPOCH + _timedelta(0, 0, us62)
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v63 = double_tmp
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v64 = double_tmp
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v65 = double_tmp
+    if pos + 8 > size: raise _CorruptData('truncated double')
+    memcpy(&double_tmp, p + pos, 8); pos += 8
+    v66 = double_tmp
+    v2 = {'series': v3, 'resolution': v6, 'window_start': v9, 'window_seconds': v11, 'partition': v12, 'project': v13, 'model': v16, 'provider': v19, 'prompt_version': v22, 'kind': v25, 'cohort': v28, 'variant': v31, 'request_count': v34, 'error_count': v35, 'input_tokens': v36, 'output_tokens': v37, 'cached_tokens': v38, 'usage_count': v39, 'cost_usd': v40, 'cost_count': v41, 'feedback_count': v42, 'rating_sum': v43, 'rating_count': v44, 'thumbs_up': v45, 'thumbs_count': v46, 'late_events': v47, 'p50_ms': v48, 'p90_ms': v50, 'p95_ms': v52, 'p99_ms': v54, 'sketch': v56, 'final': v59, 'emitted_at': v61, 'cost_sq_sum': v63, 'rating_sq_sum': v64, 'latency_ms_sum': v65, 'latency_ms_sq_sum': v66}
+    return v2, pos
+
+def r_352db0048b58f3ff39fb(data, pos):
+    return r_352db0048b58f3ff39fb_read_1(data, pos)
+
 READERS = {
     'r_79268aed87ad2983e60c': r_79268aed87ad2983e60c,
     'r_6236a412e5e3b654f6f6': r_6236a412e5e3b654f6f6,
+    'r_352db0048b58f3ff39fb': r_352db0048b58f3ff39fb,
 }

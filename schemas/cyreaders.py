@@ -44,10 +44,12 @@ METRICS_SPAN_FIELDS: dict[str, frozenset[str] | None] = {
 }
 
 #: (record name, kept fields or None for all, timestamps as micros): the
-#: span read whole (ingest, trace store) and as the metrics processor reads it.
+#: span read whole (ingest, trace store) and as the metrics processor reads
+#: it, and the partial windows the metrics store reads.
 HOT_READERS: tuple[tuple[str, Mapping[str, Any] | None, bool], ...] = (
     ("span", None, False),
     ("span", METRICS_SPAN_FIELDS, True),
+    ("metric_window", None, False),
 )
 
 
