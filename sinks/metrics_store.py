@@ -19,18 +19,28 @@ as integer nano-dollars, ratings with :func:`math.fsum` (order-independent),
 and latency quantiles come from the merged DDSketch, never from averaging
 quantiles. Recomputing rather than adding deltas is what makes a replayed
 batch change nothing, and lets partials arrive in any order.
+
+Throughput: rows go to the server by binary COPY; step 1 and the read of the
+other partials of the changed minutes are one statement, which does not send
+back the batch's own partials; the windows of a batch are merged together
+(:func:`processors.aggregation.sketch.merge_sketch_groups`: one set of numpy
+calls, quantiles from the merged bins without re-parsing them), in slices
+streamed to the server while the next slice is merged.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
+from operator import itemgetter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import psycopg
 
 from sinks.errors import explain
@@ -39,7 +49,7 @@ from ddsketch.pb.proto import pb as _pb
 from google.protobuf.message import DecodeError
 
 from processors.aggregation.dimensions import DIMENSIONS
-from processors.aggregation.sketch import BinMapping, merge_sketches, quantiles
+from processors.aggregation.sketch import BinMapping, merge_sketch_groups, quantiles
 
 if TYPE_CHECKING:
     from processors.settings import Settings
@@ -87,9 +97,18 @@ WINDOW_COLUMNS: tuple[str, ...] = (
     *QUANTILE_COLUMNS, "sketch", "partitions", "final",
 )
 
+_COUNTERS_OF = itemgetter(*COUNTERS)
+_FLOAT_SUMS_OF = itemgetter(*FLOAT_SUMS)
+_QUANTILES_OF = itemgetter(*QUANTILE_COLUMNS)
+_DIMENSIONS_OF = itemgetter(*DIMENSIONS)
+
+# Windows merged per numpy pass while the previous ones are copied to the server.
+_MERGE_SLICE = 128
+
 _PARTS_STAGE = "llmpulse_metric_parts_stage"
 _WINDOWS_STAGE = "llmpulse_metric_windows_stage"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MINUTE = timedelta(seconds=60)
 _NANO = Decimal("1e-9")
 # First key of pg_advisory_xact_lock(int, int): "mw", so the per-series
 # locks cannot meet other users of the two-key lock space by accident.
@@ -180,6 +199,19 @@ def part_rank(part: Mapping[str, Any]) -> tuple[int, bool, datetime]:
 _MAPPINGS: dict[bytes, Any] = {}
 
 
+class _BinValues(dict):
+    """Bin key -> value of one mapping, computed once per key: quantiles look up a handful of bins."""
+
+    def __init__(self, mapping: Any) -> None:
+        super().__init__()
+        self.mapping = mapping
+        self.value = self.__getitem__  # what SketchBins.quantiles calls
+
+    def __missing__(self, key: int) -> float:
+        value = self[key] = self.mapping.value(key)
+        return value
+
+
 def _mapping(proto: Any) -> Any:
     """The value mapping of a serialized sketch, cached by its protobuf bytes.
 
@@ -188,18 +220,22 @@ def _mapping(proto: Any) -> Any:
     are bit-identical to the aggregator's; :meth:`KeyMappingProto.from_proto`
     alone re-derives the accuracy from gamma and differs in the last digits.
     """
-    key = proto.SerializeToString(deterministic=True)
-    mapping = _MAPPINGS.get(key)
-    if mapping is None:
-        mapping = KeyMappingProto.from_proto(proto)
+    return _mapping_of(proto.SerializeToString(deterministic=True)).mapping
+
+
+def _mapping_of(key: bytes) -> _BinValues:
+    """:func:`_mapping` by the mapping's deterministic bytes, with its bin values cached."""
+    values = _MAPPINGS.get(key)
+    if values is None:
+        mapping = KeyMappingProto.from_proto(_pb.IndexMapping.FromString(key))
         try:
             guess = BinMapping(float(f"{mapping.relative_accuracy:.12g}")).mapping
             if KeyMappingProto.to_proto(guess).SerializeToString(deterministic=True) == key:
                 mapping = guess
         except ValueError:
             pass
-        _MAPPINGS[key] = mapping
-    return mapping
+        values = _MAPPINGS[key] = _BinValues(mapping)
+    return values
 
 
 def sketch_quantiles(sketch: bytes) -> list[float | None]:
@@ -210,6 +246,7 @@ def sketch_quantiles(sketch: bytes) -> list[float | None]:
     >>> from schemas.samples import sample
     >>> [round(q) for q in sketch_quantiles(sample("metric_window")["sketch"])]
     [1526, 1526, 1526, 1526]
+    >>> from processors.aggregation.sketch import merge_sketches
     >>> sketch_quantiles(merge_sketches([]))
     [None, None, None, None]
     """
@@ -261,16 +298,68 @@ def merge_windows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     >>> round(m["p99_ms"]) == round(a["p99_ms"])
     True
     """
-    out: dict[str, Any] = {name: sum(r[name] for r in rows) for name in COUNTERS}
-    out["cost_usd"] = Decimal(sum(_nanos(r["cost_usd"]) for r in rows)).scaleb(-9)
-    for name in FLOAT_SUMS:
-        out[name] = math.fsum(r[name] for r in rows)
-    sketch = merge_sketches(r["sketch"] for r in rows)
-    out.update(zip(QUANTILE_COLUMNS, sketch_quantiles(sketch)))
-    out["sketch"] = sketch
-    out["partitions"] = sum(r.get("partitions", 1) for r in rows)
-    out["final"] = all(r["final"] for r in rows)
-    return out
+    merged = _merge([[_merge_row(r) for r in rows]])[0]
+    return dict(zip(_MERGED_COLUMNS, merged))
+
+
+# Rows are merged as tuples in this order, costs as integer nano-dollars
+# (the database hands them over as such, see _merge_list).
+_MERGE_COLUMNS = (*COUNTERS, "cost_nanos", *FLOAT_SUMS, "sketch", "partitions", "final")
+# What _merge returns: the value columns of a metric_windows row.
+_MERGED_COLUMNS = (*_SUMS, *QUANTILE_COLUMNS, "sketch", "partitions", "final")
+_N = len(COUNTERS)
+_SKETCH = _MERGE_COLUMNS.index("sketch")
+
+
+def _merge_row(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        *(row[c] for c in COUNTERS), _nanos(row["cost_usd"]), *(row[c] for c in FLOAT_SUMS),
+        row["sketch"], row.get("partitions", 1), row["final"],
+    )
+
+
+def _merge(groups: Sequence[Sequence[Sequence[Any]]]) -> list[list[Any]]:
+    """:func:`merge_windows` of each group of tuples in ``_MERGE_COLUMNS`` order.
+
+    Returns the values of each merged window in ``_MERGED_COLUMNS`` order.
+    The sketches of all groups are merged together (one set of numpy calls),
+    and the merged bins give both the bytes and the quantiles.
+    """
+    sizes = list(map(len, groups))
+    flat = [row for rows in groups for row in rows]
+    columns = list(zip(*flat)) if flat else [()] * len(_MERGE_COLUMNS)
+    bounds = [0, *accumulate(sizes)]
+    sketches = merge_sketch_groups([columns[_SKETCH][a:b] for a, b in zip(bounds, bounds[1:])], _QS)
+    integers = _integer_sums(columns, sizes, bounds)
+    floats = columns[_N + 1:_SKETCH]
+    merged = []
+    for k, bins in enumerate(sketches):
+        a, b = bounds[k], bounds[k + 1]
+        counters, nanos, partitions, final = integers[k]
+        merged.append([
+            *counters, Decimal(nanos).scaleb(-9), *[math.fsum(c[a:b]) for c in floats],
+            *bins.quantiles(_QS, _mapping_of(bins.mapping_bytes)), bins.to_bytes(), partitions, final,
+        ])
+    return merged
+
+
+def _integer_sums(columns: list[tuple[Any, ...]], sizes: list[int], bounds: list[int]) -> list[tuple]:
+    """(counters, cost in nano-dollars, partitions, all final) of each group, as Python ints and bools."""
+    if sizes and min(sizes) > 0:
+        # Only Python ints that fit int64 give an int64 array (floats give
+        # float64, bigger ints uint64 or object): the rest is summed in Python.
+        ints = np.array([*columns[:_N + 1], columns[_SKETCH + 1]])
+        # int64 sums are exact while no group can reach 2**63 (bigint columns).
+        limit = 2**62 // max(sizes)
+        if ints.dtype == np.int64 and -limit < int(ints.min()) and int(ints.max()) < limit:
+            sums = np.add.reduceat(ints, bounds[:-1], axis=1).T.tolist()
+            final = np.logical_and.reduceat(np.array(columns[_SKETCH + 2], dtype=bool), bounds[:-1]).tolist()
+            return [(s[:_N], s[_N], s[_N + 1], f) for s, f in zip(sums, final)]
+    return [
+        ([sum(c[a:b]) for c in columns[:_N]], sum(columns[_N][a:b]), sum(columns[_SKETCH + 1][a:b]),
+         all(columns[_SKETCH + 2][a:b]))
+        for a, b in zip(bounds, bounds[1:])
+    ]
 
 
 def _floor(at: datetime, seconds: int) -> datetime:
@@ -294,7 +383,25 @@ _PART_LIST = ", ".join(PART_COLUMNS)
 _WINDOW_LIST = ", ".join(WINDOW_COLUMNS)
 _EVENTS = "{t}.request_count + {t}.feedback_count + {t}.late_events"
 
+
+def _merge_list(t: str, partitions: str) -> str:
+    """``_MERGE_COLUMNS`` of table alias ``t``; cost_usd as whole nano-dollars (exact for numeric(18,9))."""
+    return ", ".join(
+        f"({t}.cost_usd * 1000000000)::bigint" if c == "cost_nanos"
+        else partitions if c == "partitions" else f"{t}.{c}"
+        for c in _MERGE_COLUMNS
+    )
+
+
+# The upsert and the read of the other partials of every changed minute in
+# one statement. All parts of a WITH statement see the snapshot taken before
+# it ran, so the SELECT reads the rows as they were: it returns the keys the
+# upsert changed (whose new values are the batch's own partials, already in
+# memory) and every other partial of their minutes, but not the old versions
+# of the changed ones. The series are locked by then (_LOCK_STAGED), so no
+# other writer can change these minutes between the snapshot and the commit.
 _UPSERT_PARTS = (
+    "WITH changed AS ("
     f"INSERT INTO metric_window_parts AS p ({_PART_LIST}) SELECT {_PART_LIST} FROM {_PARTS_STAGE} "
     "ON CONFLICT (series, window_start, partition) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in PART_COLUMNS[3:])
@@ -303,23 +410,26 @@ _UPSERT_PARTS = (
     # re-emit after a processor restart leaves the row alone.
     f"WHERE ({_EVENTS.format(t='EXCLUDED')}, EXCLUDED.final, EXCLUDED.emitted_at) "
     f"> ({_EVENTS.format(t='p')}, p.final, p.emitted_at) "
-    "RETURNING series, window_start"
-)
-
-_READ_PARTS = (
-    "SELECT p.series, p.window_start, "
-    + ", ".join(f"p.{c}" for c in (*_SUMS, "sketch", "final"))
-    + " FROM metric_window_parts AS p"
-    " JOIN unnest(%s::text[], %s::timestamptz[]) AS k (series, window_start)"
-    " ON p.series = k.series AND p.window_start = k.window_start"
+    "RETURNING p.series, p.window_start, p.partition) "
+    "SELECT series, window_start, partition, TRUE, "
+    + ", ".join(["NULL"] * len(_MERGE_COLUMNS)) + " FROM changed "
+    "UNION ALL "
+    f"SELECT p.series, p.window_start, p.partition, FALSE, {_merge_list('p', partitions='1')}"
+    " FROM (SELECT DISTINCT series, window_start FROM changed) AS k"
+    # OFFSET 0 keeps the subquery apart, so each changed minute is one
+    # primary-key range scan; joined, the planner may scan the whole table
+    # (it cannot estimate how few minutes a batch changes).
+    " CROSS JOIN LATERAL (SELECT * FROM metric_window_parts AS p"
+    " WHERE p.series = k.series AND p.window_start = k.window_start OFFSET 0) AS p"
+    " WHERE NOT EXISTS (SELECT FROM changed AS c"
+    " WHERE c.series = p.series AND c.window_start = p.window_start AND c.partition = p.partition)"
 )
 
 # Rows of the finer level inside each (series, period): one range scan of
 # the primary key (resolution, series, window_start) per period.
 _READ_WINDOWS = (
-    "SELECT w.series, k.period_start, "
-    + ", ".join(f"w.{c}" for c in (*_SUMS, "sketch", "partitions", "final"))
-    + " FROM unnest(%s::text[], %s::timestamptz[]) AS k (series, period_start)"
+    f"SELECT w.series, k.period_start, {_merge_list('w', partitions='w.partitions')}"
+    " FROM unnest(%s::text[], %s::timestamptz[]) AS k (series, period_start)"
     " JOIN metric_windows AS w ON w.resolution = %s AND w.series = k.series"
     " AND w.window_start >= k.period_start AND w.window_start < k.period_start + %s::interval"
 )
@@ -337,9 +447,11 @@ _UPSERT_WINDOWS = (
     + ", ".join(f"EXCLUDED.{c}" for c in _VALUE_COLUMNS) + ")"
 )
 
+# The hours of the changed minutes just staged (every staged 1m row is one).
 _QUEUE_ROLLUP = (
     "INSERT INTO metric_rollup_queue (series, hour)"
-    " SELECT * FROM unnest(%s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING"
+    " SELECT DISTINCT series, date_bin('1 hour', window_start, timestamptz '1970-01-01 00:00:00+00')"
+    f" FROM {_WINDOWS_STAGE} WHERE resolution = '1m' ORDER BY 1, 2 ON CONFLICT DO NOTHING"
 )
 # Oldest first; SKIP LOCKED lets several store workers share the queue.
 _DEQUEUE_ROLLUP = (
@@ -352,31 +464,42 @@ _LOCK_SERIES = (
     f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, h) FROM"
     " (SELECT DISTINCT hashtext(s) AS h FROM unnest(%s::text[]) AS s ORDER BY 1) AS x"
 )
+# The same locks for the series of the staged partials (no parameters to send).
+_LOCK_STAGED = (
+    f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, h) FROM"
+    f" (SELECT DISTINCT hashtext(series) AS h FROM {_PARTS_STAGE} ORDER BY 1) AS x"
+)
+
+# Binary COPY needs the exact type of every column: read from the catalog
+# once per connection, so the store follows the migrations.
+_COLUMN_TYPES = (
+    "SELECT attname, atttypid FROM pg_attribute"
+    " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
+
+
+def _part_rows(part: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The staged ``metric_window_parts`` row of a partial and its tuple for :func:`_merge`."""
+    nanos = _nanos(part["cost_usd"])
+    counters = _COUNTERS_OF(part)
+    floats = _FLOAT_SUMS_OF(part)
+    sketch, final = part["sketch"], part["final"]
+    staged = (
+        part["series"], part["window_start"], part["partition"], *counters, Decimal(nanos).scaleb(-9),
+        *floats, *_QUANTILES_OF(part), sketch, final, part["emitted_at"],
+    )
+    return staged, (*counters, nanos, *floats, sketch, 1, final)
+
+
+def _copy_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> list[int]:
+    """Type oids of ``columns`` of ``table``, for a binary COPY."""
+    oids = dict(conn.execute(_COLUMN_TYPES, (table,)).fetchall())
+    return [oids[c] for c in columns]
 
 
 def _part_row(part: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (
-        part["series"], part["window_start"], part["partition"],
-        *(part[c] for c in COUNTERS),
-        Decimal(_nanos(part["cost_usd"])).scaleb(-9), *(part[c] for c in FLOAT_SUMS),
-        *(part[c] for c in QUANTILE_COLUMNS),
-        part["sketch"], part["final"], part["emitted_at"],
-    )
-
-
-def _window_row(
-    resolution: str, seconds: int, series: str, start: datetime, dims: Sequence[str], merged: Mapping[str, Any]
-) -> tuple[Any, ...]:
-    return (
-        resolution, start, seconds, series, *dims,
-        *(merged[c] for c in _SUMS), *(merged[c] for c in QUANTILE_COLUMNS),
-        merged["sketch"], merged["partitions"], merged["final"],
-    )
-
-
-def _row_dicts(cur: psycopg.Cursor, columns: Iterable[str]) -> list[dict[str, Any]]:
-    names = tuple(columns)
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    """The ``metric_window_parts`` row of a partial, in ``PART_COLUMNS`` order."""
+    return _part_rows(part)[0]
 
 
 class MetricsStore:
@@ -408,6 +531,7 @@ class MetricsStore:
     def __init__(self, conninfo: str, rollup_every_s: float = 0.0) -> None:
         self._conninfo = conninfo
         self._conn: psycopg.Connection | None = None
+        self._types: dict[str, list[int]] = {}  # stage table -> type oids of its COPY columns
         self.rollup_every_s = rollup_every_s
         self._last_rollup = 0.0
 
@@ -424,6 +548,10 @@ class MetricsStore:
                     f"CREATE TEMP TABLE IF NOT EXISTS {_WINDOWS_STAGE} "
                     "(LIKE metric_windows INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
+                self._types = {
+                    table: _copy_types(conn, table, columns)
+                    for table, columns in ((_PARTS_STAGE, PART_COLUMNS), (_WINDOWS_STAGE, WINDOW_COLUMNS))
+                }
                 conn.commit()
             except BaseException:
                 conn.close()  # e.g. not migrated: the next write starts afresh
@@ -457,12 +585,21 @@ class MetricsStore:
             return MetricsWriteResult(0, 0, 0, 0, 0)
         latest: dict[tuple[str, datetime, int], Mapping[str, Any]] = {}
         for part in parts:
-            check_part(part)
-            key = (part["series"], part["window_start"], part["partition"])
+            start = part["window_start"]
+            # check_part() without a call per part in the common case: a sum
+            # of finite floats times zero is 0.0, any inf or NaN makes it NaN.
+            cost = part["cost_usd"]
+            if (
+                part["resolution"] != "1m" or part["window_seconds"] != 60 or part["partition"] < 0
+                or start.utcoffset() is None or (start - _EPOCH) % _MINUTE
+                or type(cost) is not float or 0.0 * cost + sum(_FLOAT_SUMS_OF(part)) * 0.0 != 0.0
+            ):
+                check_part(part)  # raises, naming the problem (or accepts what the test above could not)
+            key = (part["series"], start, part["partition"])
             held = latest.get(key)
             if held is None or part_rank(part) > part_rank(held):
                 latest[key] = part
-        dims = {p["series"]: tuple(p[d] for d in DIMENSIONS) for p in latest.values()}
+        dims = {p["series"]: _DIMENSIONS_OF(p) for p in latest.values()}
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
@@ -488,31 +625,36 @@ class MetricsStore:
         parts: list[Mapping[str, Any]],
         dims: Mapping[str, tuple[str, ...]],
     ) -> MetricsWriteResult:
+        mine: dict[tuple[str, datetime, int], tuple[Any, ...]] = {}
+        with cur.copy(f"COPY {_PARTS_STAGE} ({_PART_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(self._types[_PARTS_STAGE])
+            for part in parts:
+                staged, merged = _part_rows(part)
+                copy.write_row(staged)
+                mine[(part["series"], part["window_start"], part["partition"])] = merged
         # Messages are keyed by series, so one consumer owns a series; during
         # a rebalance two may briefly write the same one, and without the
         # lock each would merge without the other's uncommitted partials.
-        cur.execute(_LOCK_SERIES, (sorted(dims),))
-        with cur.copy(f"COPY {_PARTS_STAGE} ({_PART_LIST}) FROM STDIN") as copy:
-            for part in parts:
-                copy.write_row(_part_row(part))
-        cur.execute(_UPSERT_PARTS)
-        returned = cur.fetchall()
-        if not returned:
-            return MetricsWriteResult(received, 0, 0, 0, 0)
-        minutes = sorted(set(returned))
+        cur.execute(_LOCK_STAGED)
 
-        # 1m: all partials of each changed minute, from every partition.
-        cur.execute(_READ_PARTS, ([s for s, _ in minutes], [t for _, t in minutes]))
-        grouped: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
-        for row in _row_dicts(cur, ("series", "window_start", *_SUMS, "sketch", "final")):
-            grouped.setdefault((row["series"], row["window_start"]), []).append(row)
-        rows = [
-            _window_row("1m", 60, s, t, dims[s], merge_windows(grouped[(s, t)])) for s, t in minutes
-        ]
-        written = self._upsert(cur, "1m", rows)
-        hours = sorted({(s, _floor(t, 3600)) for s, t in minutes})
-        cur.execute(_QUEUE_ROLLUP, ([s for s, _ in hours], [t for _, t in hours]))
-        return MetricsWriteResult(received, len(returned), written, 0, 0)
+        # 1m: all partials of each changed minute, from every partition: the
+        # changed ones from this batch, the others as the database has them.
+        cur.execute(_UPSERT_PARTS, binary=True)
+        minutes: dict[tuple[str, datetime], list[tuple[Any, ...]]] = {}
+        others = []
+        for row in cur.fetchall():
+            if row[3]:
+                minutes.setdefault(row[:2], []).append(mine[row[:3]])
+            else:
+                others.append(row)
+        if not minutes:
+            return MetricsWriteResult(received, 0, 0, 0, 0)
+        changed = sum(map(len, minutes.values()))
+        for row in others:
+            minutes[row[:2]].append(row[4:])
+        written = self._upsert(cur, "1m", 60, minutes, dims)
+        cur.execute(_QUEUE_ROLLUP)
+        return MetricsWriteResult(received, changed, written, 0, 0)
 
     def idle(self) -> None:
         """Roll up what is queued (the sink runner calls this when no message came)."""
@@ -549,22 +691,26 @@ class MetricsStore:
             cur.execute(
                 _READ_WINDOWS,
                 ([s for s, _ in keys], [t for _, t in keys], fine, timedelta(seconds=seconds)),
+                binary=True,
             )
-            grouped = {}
-            for row in _row_dicts(cur, ("series", "period_start", *_SUMS, "sketch", "partitions", "final")):
-                grouped.setdefault((row["series"], row["period_start"]), []).append(row)
-            rows = [
-                _window_row(coarse, seconds, s, t, dims[s], merge_windows(grouped[(s, t)]))
-                for s, t in keys
-            ]
-            counts.append(self._upsert(cur, coarse, rows))
+            grouped: dict[tuple[str, datetime], list[tuple[Any, ...]]] = {}
+            for row in cur.fetchall():
+                grouped.setdefault(row[:2], []).append(row[2:])
+            counts.append(self._upsert(cur, coarse, seconds, {k: grouped[k] for k in keys}, dims))
         return counts[0], counts[1]
 
-    @staticmethod
-    def _upsert(cur: psycopg.Cursor, resolution: str, rows: Sequence[tuple[Any, ...]]) -> int:
-        with cur.copy(f"COPY {_WINDOWS_STAGE} ({_WINDOW_LIST}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    def _upsert(self, cur: psycopg.Cursor, resolution: str, seconds: int,
+                groups: Mapping[tuple[str, datetime], Sequence[tuple[Any, ...]]],
+                dims: Mapping[str, tuple[str, ...]]) -> int:
+        """Merge each (series, window start) group into a ``resolution`` row and upsert the rows."""
+        keys = sorted(groups)
+        with cur.copy(f"COPY {_WINDOWS_STAGE} ({_WINDOW_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(self._types[_WINDOWS_STAGE])
+            # In slices, so the server reads the rows of one while the next is merged.
+            for i in range(0, len(keys), _MERGE_SLICE):
+                chunk = keys[i:i + _MERGE_SLICE]
+                for (series, start), values in zip(chunk, _merge([groups[k] for k in chunk])):
+                    copy.write_row((resolution, start, seconds, series, *dims[series], *values))
         cur.execute(_UPSERT_WINDOWS, (resolution,))
         return cur.rowcount
 
