@@ -730,6 +730,19 @@ class CohortTagger:
         """
         return dict(self._entry(profile)[1])
 
+    def primary_for(self, profile: Profile | None) -> str:
+        """The primary cohort's value for ``profile`` (what child spans carry).
+
+        Cheaper than ``attributes_for(profile)[PRIMARY_ATTR]``: no dict copy.
+
+        Examples
+        --------
+        >>> tagger = CohortTagger(CohortConfig.load())
+        >>> tagger.primary_for({"plan": "team"}), tagger.primary_for(None)
+        ('team', 'unknown')
+        """
+        return self._entry(profile)[1][PRIMARY_ATTR]
+
     def primary_cohort(self, cohorts: Mapping[str, str]) -> str:
         """The configured primary cohort's value in ``cohorts``.
 
@@ -741,13 +754,27 @@ class CohortTagger:
         """
         return primary_cohort(cohorts, self.config.primary)
 
-    def _tag(self, record: Mapping[str, Any], profile: Profile | None) -> dict[str, Any]:
+    def merged_attributes(self, attributes: Mapping[str, str] | None, profile: Profile | None) -> dict[str, str]:
+        """``attributes`` plus the cohort attributes of ``profile``, as a new dict.
+
+        What :meth:`tag_span` puts in the copy it returns, for callers that
+        tag a record they own in place.
+
+        Examples
+        --------
+        >>> tagger = CohortTagger(CohortConfig.from_dict({"version": 4, "cohorts": [
+        ...     {"name": "plan", "by": "plan"}]}))
+        >>> tagger.merged_attributes({"llmpulse.cohort": "forged", "a": "1"}, {"plan": "pro"})["llmpulse.cohort"]
+        'pro'
+        """
         attrs = self._entry(profile)[1]
-        out = dict(record)
-        old = record.get("attributes")
         # Ours win over same-named attributes a producer sent: a client must
         # not be able to put itself into another cohort.
-        out["attributes"] = {**old, **attrs} if old else dict(attrs)
+        return {**attributes, **attrs} if attributes else dict(attrs)
+
+    def _tag(self, record: Mapping[str, Any], profile: Profile | None) -> dict[str, Any]:
+        out = dict(record)
+        out["attributes"] = self.merged_attributes(record.get("attributes"), profile)
         return out
 
     def tag_span(self, span: Mapping[str, Any], profile: Profile | None) -> dict[str, Any]:
