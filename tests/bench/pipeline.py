@@ -16,7 +16,9 @@ each worker drain its backlog alone and times it:
   ``llm.spans.enriched`` backlog (decode, windowed aggregation, partials);
 - metrics store: ``llmpulse run metrics-store`` over the partial windows the
   metrics worker just emitted (merge, rollups), next to a raw binary COPY of
-  the same rows into a bare table shaped like ``metric_window_parts``.
+  the same rows into a bare table shaped like ``metric_window_parts`` (rows
+  decoded beforehand), and the same COPY decoding each row from its message
+  (what any sink of the topic pays at least).
 
 Rates are steady-state: from the worker's first output to the end of the
 backlog; the wall time including start-up is reported next to them.
@@ -159,8 +161,10 @@ def drain(name: str, env: dict[str, str], log: Path, progress, total: int) -> Dr
         _stop(proc)
 
 
-def raw_copy_rate(bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float]:
-    """Rows/s of a binary COPY of the ``metric_window`` records in [start, end) into a bare table."""
+def raw_copy_rates(bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float, float]:
+    """Binary COPY of the ``metric_window`` records in [start, end) into a bare table: (rows, seconds
+    for the COPY of decoded rows, seconds to decode them and COPY); the second is the least any sink
+    reading the topic pays."""
     from schemas.codec import decode
     from sinks.metrics_store import PART_COLUMNS, _part_row
 
@@ -168,27 +172,33 @@ def raw_copy_rate(bootstrap: str, db_url: str, start: dict[int, int], end: dict[
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(METRIC_WINDOWS.name, p, o) for p, o in start.items()])
     total = sum(end[p] - start[p] for p in start)
-    rows = []
-    while len(rows) < total:
-        rows += [_part_row(decode(m.value(), expected="metric_window"))
-                 for m in consumer.consume(5000, timeout=1.0) if not m.error()]
+    values: list[bytes] = []
+    while len(values) < total:
+        values += [m.value() for m in consumer.consume(5000, timeout=1.0) if not m.error()]
     consumer.close()
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts INCLUDING DEFAULTS)")
-        types = [r[0] for r in conn.execute(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
-            " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
-            (list(PART_COLUMNS), list(PART_COLUMNS))).fetchall()]
+
+    def copy_rows(conn: psycopg.Connection, types: list[str], rows) -> float:  # noqa: ANN001
         began = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(f"COPY bench_copy ({', '.join(PART_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types([t.split('(')[0] for t in types])  # numeric(18,9) -> numeric
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
-        elapsed = time.perf_counter() - began
+        return time.perf_counter() - began
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts INCLUDING DEFAULTS)")
+        types = [r[0].split("(")[0] for r in conn.execute(  # numeric(18,9) -> numeric
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
+            " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
+            (list(PART_COLUMNS), list(PART_COLUMNS))).fetchall()]
+        rows = [_part_row(decode(v, expected="metric_window")) for v in values]
+        copy_s = copy_rows(conn, types, rows)
+        conn.execute("TRUNCATE bench_copy")
+        decode_copy_s = copy_rows(conn, types, (_part_row(decode(v, expected="metric_window")) for v in values))
         conn.execute("DROP TABLE bench_copy")
-    return len(rows), elapsed
+    return len(values), copy_s, decode_copy_s
 
 
 def _total(offsets: dict[int, int]) -> int:
@@ -254,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     sink = drain("metrics-store", env, logs / "metrics-store.log",
                  lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
                  _total(windows_end) - sink_start)
-    copy_n, copy_s = raw_copy_rate(bootstrap, bench_url, windows_start, windows_end)
+    copy_n, copy_s, decode_copy_s = raw_copy_rates(bootstrap, bench_url, windows_start, windows_end)
     probe.close()
     for client in _PROBES.values():
         client.close()
@@ -273,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_store_rows_per_s": round(sink.steady_per_s),
         "raw_binary_copy_rows_per_s": round(copy_n / copy_s),
         "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy_s), 3),
+        "decode_and_binary_copy_rows_per_s": round(copy_n / decode_copy_s),
+        "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / decode_copy_s), 3),
         "ingest_wall_s": round(ingest.wall_s, 1),
         "trace_store_wall_s": round(store.wall_s, 1),
         "metrics_wall_s": round(metrics.wall_s, 1),
