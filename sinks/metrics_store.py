@@ -49,7 +49,7 @@ from ddsketch.pb.proto import pb as _pb
 from google.protobuf.message import DecodeError
 
 from processors.aggregation.dimensions import DIMENSIONS
-from processors.aggregation.sketch import BinMapping, merge_sketch_groups, quantiles
+from processors.aggregation.sketch import BinMapping, merge_sketch_groups, quantiles, store_bins
 
 if TYPE_CHECKING:
     from processors.settings import Settings
@@ -251,16 +251,7 @@ def sketch_quantiles(sketch: bytes) -> list[float | None]:
     [None, None, None, None]
     """
     message = _pb.DDSketch.FromString(sketch)
-    store = message.positiveValues
-    bins = {
-        key: int(n)
-        for key, n in enumerate(store.contiguousBinCounts, start=store.contiguousBinIndexOffset)
-        if n
-    }
-    for key, n in store.binCounts.items():
-        if n:
-            bins[key] = bins.get(key, 0) + int(n)
-    return quantiles(bins, int(message.zeroCount), _QS, _mapping(message.mapping))
+    return quantiles(store_bins(message.positiveValues), int(message.zeroCount), _QS, _mapping(message.mapping))
 
 
 def _nanos(cost: float | Decimal) -> int:
@@ -754,4 +745,8 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
         decode=_decode_part,
         write=store.write,
         idle=store.idle,
+        # When behind, the metrics worker has re-emitted the same windows
+        # several times (once a tick, each bigger); a big batch keeps only the
+        # newest partial of each, so every window is merged once, not per emit.
+        batch_size=20_000,
     )

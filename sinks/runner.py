@@ -53,6 +53,8 @@ class BatchSink(Generic[Record]):
     #: Optional work to do when no message came (e.g. deferred rollups);
     #: transient database errors are logged and retried on the next idle turn.
     idle: Callable[[], Any] | None = None
+    #: Most messages per batch when running as a worker (``run_sink``).
+    batch_size: int = 2000
 
 
 class SinkRunner(Generic[Record]):
@@ -236,7 +238,7 @@ def run_sink(sink: BatchSink[Any], settings: Settings) -> None:
 
     registry = CollectorRegistry()
     serve_metrics(settings.metrics_port, registry)
-    runner = SinkRunner(sink, settings, registry)
+    runner = SinkRunner(sink, settings, registry, batch_size=sink.batch_size)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

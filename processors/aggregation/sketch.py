@@ -43,7 +43,7 @@ from ddsketch.pb.proto import pb as _pb
 
 __all__ = [
     "BinMapping", "SketchBins", "decode_sketch", "encode_sketch", "merge_sketch_bins", "merge_sketch_groups",
-    "merge_sketches", "quantiles",
+    "merge_sketches", "quantiles", "store_bins",
 ]
 
 
@@ -421,7 +421,7 @@ class SketchBins:
         """The same values as :func:`quantiles` on these bins (``mapping`` needs only ``value(key)``)."""
         if self._general:
             message = _pb.DDSketch.FromString(self._data)
-            return quantiles(_bins_of(message.positiveValues), int(message.zeroCount), qs, mapping)
+            return quantiles(store_bins(message.positiveValues), int(message.zeroCount), qs, mapping)
         if self._keys is not None and (self._keys[0] is qs or self._keys[0] == tuple(qs)):
             keys = self._keys[1]
             if keys is None:
@@ -581,8 +581,13 @@ def _encode_dense(mapping_bytes: bytes, offset: int, counts: np.ndarray, zero: i
     return out
 
 
-def _bins_of(store: Any) -> dict[int, int]:
-    """Non-zero bins of a protobuf store, dense and sparse forms added."""
+def store_bins(store: Any) -> dict[int, int]:
+    """Non-zero bins of a protobuf ``Store`` message, dense and sparse forms added.
+
+    >>> m = BinMapping(0.01)
+    >>> store_bins(_pb.DDSketch.FromString(encode_sketch({5: 2, 7: 1}, 0, m)).positiveValues)
+    {5: 2, 7: 1}
+    """
     bins = {
         key: int(n)
         for key, n in enumerate(store.contiguousBinCounts, start=store.contiguousBinIndexOffset)
