@@ -107,7 +107,7 @@ class SinkRunner(Generic[Record]):
         log.info("%s: consuming %s", self.sink.name, ", ".join(self.sink.topics))
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.consume(self.batch_size, timeout=self.max_wait_s)
+                messages = self._next_batch()
                 if messages:
                     self.handle(messages)
                 elif self.sink.idle is not None:
@@ -115,6 +115,19 @@ class SinkRunner(Generic[Record]):
         finally:
             self.consumer.close()
             self.producer.flush(30)
+
+    def _next_batch(self) -> list:
+        """What has arrived, up to ``batch_size`` messages; waits up to ``max_wait_s`` only for the first.
+
+        Adaptive batching: a sink that keeps up writes small batches as soon
+        as they come (low latency), one that is behind takes big batches from
+        the prefetched queue (few transactions, and the metrics store keeps
+        only the newest of the partials a batch repeats).
+        """
+        messages = self.consumer.consume(1, timeout=self.max_wait_s)
+        if messages and self.batch_size > 1:
+            messages += self.consumer.consume(self.batch_size - 1, timeout=0)
+        return messages
 
     def _idle(self) -> None:
         try:

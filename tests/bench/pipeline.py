@@ -18,7 +18,11 @@ each worker drain its backlog alone and times it:
   metrics worker just emitted (merge, rollups), next to a raw binary COPY of
   the same rows into a bare table shaped like ``metric_window_parts`` (rows
   decoded beforehand), and the same COPY decoding each row from its message
-  (what any sink of the topic pays at least).
+  (what any sink of the topic pays at least). The store's own work is also
+  timed in process (``MetricsStore.write`` over the same rows in a fresh
+  database, batches of 20,000 as the worker takes them, then the rollups):
+  with a backlog of a few tens of thousands of partials the worker's rate
+  is mostly its start-up.
 
 Rates are steady-state: from the worker's first output to the end of the
 backlog; the wall time including start-up is reported next to them.
@@ -161,7 +165,9 @@ def drain(name: str, env: dict[str, str], log: Path, progress, total: int) -> Dr
         _stop(proc)
 
 
-def raw_copy_rates(bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float, float]:
+def raw_copy_rates(
+    bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]
+) -> tuple[list[bytes], float, float]:
     """Binary COPY of the ``metric_window`` records in [start, end) into a bare table: (rows, seconds
     for the COPY of decoded rows, seconds to decode them and COPY); the second is the least any sink
     reading the topic pays."""
@@ -198,7 +204,37 @@ def raw_copy_rates(bootstrap: str, db_url: str, start: dict[int, int], end: dict
         conn.execute("TRUNCATE bench_copy")
         decode_copy_s = copy_rows(conn, types, (_part_row(decode(v, expected="metric_window")) for v in values))
         conn.execute("DROP TABLE bench_copy")
-    return len(values), copy_s, decode_copy_s
+    return values, copy_s, decode_copy_s
+
+
+def store_write_seconds(admin_url: str, values: list[bytes], batch: int) -> float:
+    """Seconds for :class:`MetricsStore` to write ``values`` (batches of ``batch``, then the rollups)
+    into a fresh database: the store's own work, without Kafka or start-up, like the COPY it is
+    compared with."""
+    from schemas.codec import decode
+    from sinks.metrics_store import MetricsStore
+
+    url = _fresh_database(admin_url, "llmpulse_bench_store")
+    parts = [decode(v, expected="metric_window") for v in values]
+    store = MetricsStore(url, rollup_every_s=5.0)
+    began = time.perf_counter()
+    for i in range(0, len(parts), batch):
+        store.write(parts[i:i + batch])
+    store.idle()
+    elapsed = time.perf_counter() - began
+    store.close()
+    return elapsed
+
+
+def _fresh_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    info = psycopg.conninfo.conninfo_to_dict(admin_url) | {"dbname": name}
+    url = psycopg.conninfo.make_conninfo(**info)
+    subprocess.run([sys.executable, "-m", "processors.cli", "db", "migrate", "--database-url", url],
+                   check=True, stdout=subprocess.DEVNULL)
+    return url
 
 
 def _total(offsets: dict[int, int]) -> int:
@@ -212,14 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = Settings()
     bootstrap = settings.kafka_bootstrap_servers
     admin_url = settings.database_url.get_secret_value()
-    bench_db = "llmpulse_bench_pipeline"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {bench_db} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {bench_db}")
-    info = psycopg.conninfo.conninfo_to_dict(admin_url) | {"dbname": bench_db}
-    bench_url = psycopg.conninfo.make_conninfo(**info)
-    subprocess.run([sys.executable, "-m", "processors.cli", "db", "migrate", "--database-url", bench_url],
-                   check=True, stdout=subprocess.DEVNULL)
+    bench_url = _fresh_database(admin_url, "llmpulse_bench_pipeline")
 
     logs = Path(settings.state_dir) / "bench"
     logs.mkdir(parents=True, exist_ok=True)
@@ -264,7 +293,9 @@ def main(argv: list[str] | None = None) -> dict:
     sink = drain("metrics-store", env, logs / "metrics-store.log",
                  lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
                  _total(windows_end) - sink_start)
-    copy_n, copy_s, decode_copy_s = raw_copy_rates(bootstrap, bench_url, windows_start, windows_end)
+    values, copy_s, decode_copy_s = raw_copy_rates(bootstrap, bench_url, windows_start, windows_end)
+    copy_n = len(values)
+    store_s = store_write_seconds(admin_url, values, batch=20_000)
     probe.close()
     for client in _PROBES.values():
         client.close()
@@ -283,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_store_rows_per_s": round(sink.steady_per_s),
         "raw_binary_copy_rows_per_s": round(copy_n / copy_s),
         "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy_s), 3),
+        "metrics_store_write_rows_per_s": round(copy_n / store_s),
+        "metrics_store_write_vs_copy": round(copy_s / store_s, 3),
         "decode_and_binary_copy_rows_per_s": round(copy_n / decode_copy_s),
         "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / decode_copy_s), 3),
         "ingest_wall_s": round(ingest.wall_s, 1),
