@@ -5,6 +5,9 @@
 #   postgresql    the PostgreSQL server for the trace store and aggregates
 #   kcat          an independent Kafka client used by tests and docs
 #   prometheus    promtool, which checks and unit-tests the alert rules
+#   gcc           compiles the hot Avro readers (schemas/_hot_readers.pyx)
+#                 when the virtualenv is built; Python's headers come with
+#                 python3-dev when the interpreter is Debian's
 set -euo pipefail
 
 missing=()
@@ -13,6 +16,9 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v kcat >/dev/null || missing+=(kcat)
 command -v promtool >/dev/null || missing+=(prometheus)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
+command -v gcc >/dev/null || missing+=(gcc)
+python_h="$(${PYTHON:-python3} -c 'import sysconfig; print(sysconfig.get_path("include"))' 2>/dev/null)/Python.h"
+[ -f "$python_h" ] || missing+=(python3-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 echo "system-deps: installing ${missing[*]} (Debian packages)"
