@@ -32,6 +32,7 @@ SINKS: dict[str, Callable[[Settings], object]] = {
 
 #: name -> run(settings), for jobs that run their own loop until SIGTERM.
 JOBS: dict[str, Callable[[Settings], None]] = {
+    "metrics-compactor": lambda settings: _metrics_compactor(settings),
     "metric-points": lambda settings: _metric_points(settings),
     "experiment-results": lambda settings: _experiment_results(settings),
     "slack-notifier": lambda settings: _slack_notifier(settings),
@@ -87,6 +88,12 @@ def _experiment_store(settings: Settings, which: str) -> object:
 
     factory = experiment_store.experiments_store_sink if which == "experiments" else experiment_store.exposures_store_sink
     return factory(settings)
+
+
+def _metrics_compactor(settings: Settings) -> None:
+    from sinks.metrics_store import run_metrics_compactor
+
+    run_metrics_compactor(settings)
 
 
 def _metric_points(settings: Settings) -> None:

@@ -30,9 +30,11 @@ streamed to the server while the next slice is merged.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ from google.protobuf.message import DecodeError
 from processors.aggregation.dimensions import DIMENSIONS
 from processors.aggregation.sketch import BinMapping, merge_sketch_groups, quantiles, store_bins
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from processors.settings import Settings
     from sinks.runner import BatchSink
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNTERS",
     "FLOAT_SUMS",
+    "INBOX_COLUMNS",
     "MetricsStore",
     "MetricsStoreError",
     "MetricsWriteResult",
@@ -65,6 +70,7 @@ __all__ = [
     "merge_windows",
     "metrics_store_sink",
     "part_rank",
+    "run_metrics_compactor",
     "sketch_quantiles",
 ]
 
@@ -461,6 +467,19 @@ _LOCK_STAGED = (
     f" (SELECT DISTINCT hashtext(series) AS h FROM {_PARTS_STAGE} ORDER BY 1) AS x"
 )
 
+_INBOX = "metric_window_inbox"
+#: Columns of the inbox: a partial's row plus its series' dimensions.
+INBOX_COLUMNS: tuple[str, ...] = (*PART_COLUMNS, *DIMENSIONS)
+_INBOX_LIST = ", ".join(INBOX_COLUMNS)
+# SKIP LOCKED: two compactors take different rows; the series locks in
+# _write keep them from merging the same minute at once.
+_TAKE_INBOX = (
+    f"DELETE FROM {_INBOX} WHERE ctid = ANY(ARRAY("
+    f"SELECT ctid FROM {_INBOX} LIMIT %s FOR UPDATE SKIP LOCKED)) RETURNING ctid, {_INBOX_LIST}"
+)
+_PEEK_INBOX = f"SELECT ctid::text FROM {_INBOX} LIMIT %s"
+_TAKE_ONE = f"DELETE FROM {_INBOX} WHERE ctid = %s::tid RETURNING ctid, {_INBOX_LIST}"
+
 # Binary COPY needs the exact type of every column: read from the catalog
 # once per connection, so the store follows the migrations.
 _COLUMN_TYPES = (
@@ -491,6 +510,31 @@ def _copy_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) ->
 def _part_row(part: Mapping[str, Any]) -> tuple[Any, ...]:
     """The ``metric_window_parts`` row of a partial, in ``PART_COLUMNS`` order."""
     return _part_rows(part)[0]
+
+
+def _check_parts(parts: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`check_part` of every partial, without a call per part in the common case."""
+    for part in parts:
+        start = part["window_start"]
+        # A sum of finite floats times zero is 0.0; any inf or NaN makes it NaN.
+        cost = part["cost_usd"]
+        if (
+            part["resolution"] != "1m" or part["window_seconds"] != 60 or part["partition"] < 0
+            or start.utcoffset() is None or (start - _EPOCH) % _MINUTE
+            or type(cost) is not float or 0.0 * cost + sum(_FLOAT_SUMS_OF(part)) * 0.0 != 0.0
+        ):
+            check_part(part)  # raises, naming the problem (or accepts what the test above could not)
+
+
+def _newest(parts: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], dict[str, tuple[str, ...]]]:
+    """The highest-ranked partial of each (series, minute, partition), and each series' dimensions."""
+    latest: dict[tuple[str, datetime, int], Mapping[str, Any]] = {}
+    for part in parts:
+        key = (part["series"], part["window_start"], part["partition"])
+        held = latest.get(key)
+        if held is None or part_rank(part) > part_rank(held):
+            latest[key] = part
+    return list(latest.values()), {p["series"]: _DIMENSIONS_OF(p) for p in latest.values()}
 
 
 class MetricsStore:
@@ -541,7 +585,8 @@ class MetricsStore:
                 )
                 self._types = {
                     table: _copy_types(conn, table, columns)
-                    for table, columns in ((_PARTS_STAGE, PART_COLUMNS), (_WINDOWS_STAGE, WINDOW_COLUMNS))
+                    for table, columns in ((_PARTS_STAGE, PART_COLUMNS), (_WINDOWS_STAGE, WINDOW_COLUMNS),
+                                           (_INBOX, INBOX_COLUMNS))
                 }
                 conn.commit()
             except BaseException:
@@ -574,27 +619,12 @@ class MetricsStore:
         """
         if not parts:
             return MetricsWriteResult(0, 0, 0, 0, 0)
-        latest: dict[tuple[str, datetime, int], Mapping[str, Any]] = {}
-        for part in parts:
-            start = part["window_start"]
-            # check_part() without a call per part in the common case: a sum
-            # of finite floats times zero is 0.0, any inf or NaN makes it NaN.
-            cost = part["cost_usd"]
-            if (
-                part["resolution"] != "1m" or part["window_seconds"] != 60 or part["partition"] < 0
-                or start.utcoffset() is None or (start - _EPOCH) % _MINUTE
-                or type(cost) is not float or 0.0 * cost + sum(_FLOAT_SUMS_OF(part)) * 0.0 != 0.0
-            ):
-                check_part(part)  # raises, naming the problem (or accepts what the test above could not)
-            key = (part["series"], start, part["partition"])
-            held = latest.get(key)
-            if held is None or part_rank(part) > part_rank(held):
-                latest[key] = part
-        dims = {p["series"]: _DIMENSIONS_OF(p) for p in latest.values()}
+        _check_parts(parts)
+        latest, dims = _newest(parts)
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                result = self._write(cur, len(parts), list(latest.values()), dims)
+                result = self._write(cur, len(parts), latest, dims)
             if time.monotonic() - self._last_rollup >= self.rollup_every_s:
                 hours, days = self._rollup(conn)
                 result = dataclasses.replace(result, hours=hours, days=days)
@@ -608,6 +638,105 @@ class MetricsStore:
             ) from exc
         except (ValueError, DecodeError) as exc:  # sketches that cannot be read or merged
             raise MetricsStoreError(f"merging the {_describe(parts)} failed: {exc}") from exc
+
+    def append(self, parts: Sequence[Mapping[str, Any]]) -> int:
+        """Append partials to the inbox (one binary COPY, one transaction); the compactor merges them.
+
+        What the ``metrics-store`` sink does with each batch: no merge, no
+        upsert, so it writes at the speed of a COPY. Duplicates and replays
+        are harmless (the compactor keeps the highest :func:`part_rank`).
+
+        Raises
+        ------
+        psycopg.OperationalError
+            The database is unreachable; retry the same batch.
+        MetricsStoreError
+            A partial is not mergeable (:func:`check_part`) or the database
+            is not migrated.
+        """
+        if not parts:
+            return 0
+        _check_parts(parts)
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY {_INBOX} ({_INBOX_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(self._types[_INBOX])
+                    for part in parts:
+                        copy.write_row((*_part_rows(part)[0], *_DIMENSIONS_OF(part)))
+            return len(parts)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+        except psycopg.Error as exc:
+            raise MetricsStoreError(f"appending the {_describe(parts)} failed: {explain(exc)}") from exc
+
+    def compact(
+        self, limit: int = 20_000, on_reject: Callable[[Mapping[str, Any], Exception], None] | None = None
+    ) -> MetricsWriteResult | None:
+        """Move up to ``limit`` partials out of the inbox and merge them, in one transaction.
+
+        Returns None when the inbox is empty. A batch whose merge fails (a
+        sketch that cannot be read or merged) is retried one partial at a
+        time; a partial that fails alone is handed to ``on_reject`` (the
+        compactor dead-letters it) and removed, so it cannot block the inbox.
+
+        Raises
+        ------
+        psycopg.OperationalError
+            The database is unreachable; nothing was taken, retry later.
+        """
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_TAKE_INBOX, (limit,), binary=True)
+                rows = cur.fetchall()
+                if not rows:
+                    return None
+                parts = [dict(zip(INBOX_COLUMNS, row[1:])) for row in rows]
+                latest, dims = _newest(parts)
+                result = self._write(cur, len(parts), latest, dims)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+        except (psycopg.Error, ValueError, DecodeError):
+            log.warning("metrics-compactor: a batch of %d partials did not merge; merging one by one", limit)
+            return self._compact_one_by_one(conn, limit, on_reject)
+        if time.monotonic() - self._last_rollup >= self.rollup_every_s:
+            hours, days = self._rollup(conn)
+            result = dataclasses.replace(result, hours=hours, days=days)
+        return result
+
+    def _compact_one_by_one(
+        self, conn: psycopg.Connection, limit: int,
+        on_reject: Callable[[Mapping[str, Any], Exception], None] | None,
+    ) -> MetricsWriteResult:
+        received = changed = minutes = 0
+        ctids = [r[0] for r in conn.execute(_PEEK_INBOX, (limit,)).fetchall()]
+        conn.rollback()
+        for ctid in ctids:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_TAKE_ONE, (ctid,), binary=True)
+                    row = cur.fetchone()
+                    if row is None:
+                        continue
+                    part = dict(zip(INBOX_COLUMNS, row[1:]))
+                    result = self._write(cur, 1, *_newest([part]))
+                received += 1
+                changed += result.parts_changed
+                minutes += result.minutes
+            except psycopg.OperationalError:
+                self.close()
+                raise
+            except (psycopg.Error, ValueError, DecodeError) as exc:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_TAKE_ONE, (ctid,), binary=True)
+                    row = cur.fetchone()
+                    if row is not None and on_reject is not None:
+                        on_reject(dict(zip(INBOX_COLUMNS, row[1:])), exc)
+                log.error("metrics-compactor: partial rejected: %s", exc)
+        return MetricsWriteResult(received, changed, minutes, 0, 0)
 
     def _write(
         self,
@@ -737,16 +866,77 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
     from processors.topics import METRIC_WINDOWS
     from sinks.runner import BatchSink  # noqa: F811 (runtime import; runner imports processors)
 
-    # Minutes are written with every batch; hours and days every few seconds.
-    store = MetricsStore(settings.database_url.get_secret_value(), rollup_every_s=5.0)
+    # The sink only appends (at COPY speed); the metrics-compactor job merges.
+    store = MetricsStore(settings.database_url.get_secret_value())
     return BatchSink(
         name="metrics-store",
         topics=(METRIC_WINDOWS.name,),
         decode=_decode_part,
-        write=store.write,
-        idle=store.idle,
-        # When behind, the metrics worker has re-emitted the same windows
-        # several times (once a tick, each bigger); a big batch keeps only the
-        # newest partial of each, so every window is merged once, not per emit.
-        batch_size=20_000,
+        write=store.append,
     )
+
+
+def run_metrics_compactor(settings: Settings, *, stop: threading.Event | None = None,
+                          batch: int = 20_000, idle_wait_s: float = 0.2) -> None:
+    """The ``metrics-compactor`` job: merge the inbox into ``metric_windows`` until SIGTERM (or ``stop``).
+
+    Takes up to ``batch`` partials at a time (when behind, a window the
+    metrics worker re-emitted several times is merged once), rolls hours and
+    days up every 5 s and when the inbox is empty, backs off while the
+    database is down, and dead-letters a partial that cannot be merged.
+    """
+    import signal
+
+    from confluent_kafka import Producer
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from processors.deadletter import SourceMessage, encode_dead_letter
+    from processors.metrics import serve_metrics
+    from processors.topics import DEADLETTER
+
+    registry = CollectorRegistry()
+    merged = Counter("llmpulse_metrics_compacted_partials", "Partials moved from the inbox and merged.",
+                     registry=registry)
+    # Same name and labels as every worker's dead-letter counter, so the
+    # "dead letters rising" alert covers the compactor too.
+    rejected = Counter("llmpulse_dead_letters", "Messages sent to the dead-letter topic, by error type.",
+                       ["processor", "topic", "error_type"], registry=registry)
+    last_batch = Gauge("llmpulse_metrics_compactor_batch_partials", "Partials taken by the last compaction.",
+                       registry=registry)
+    serve_metrics(settings.metrics_port, registry)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
+
+    def reject(part: Mapping[str, Any], exc: Exception) -> None:
+        value = repr(dict(part)).encode()
+        message = SourceMessage(_INBOX, int(part["partition"]), -1, str(part["series"]).encode(), value)
+        producer.produce(DEADLETTER.name, key=message.key, value=encode_dead_letter("metrics-compactor", message, exc))
+        producer.flush(30)
+        rejected.labels("metrics-compactor", _INBOX, type(exc).__name__).inc()
+
+    store = MetricsStore(settings.database_url.get_secret_value(), rollup_every_s=5.0)
+    failures = 0
+    log.info("metrics-compactor: merging %s into metric_windows", _INBOX)
+    while not stop.is_set():
+        try:
+            result = store.compact(batch, on_reject=reject)
+            failures = 0
+            last_batch.set(result.parts_received if result else 0)
+            if result is None:
+                store.idle()
+                stop.wait(idle_wait_s)
+            else:
+                merged.inc(result.parts_received)
+        except psycopg.OperationalError as exc:
+            failures += 1
+            wait = min(30.0, 0.5 * 2 ** min(failures, 6))
+            log.warning("metrics-compactor: database unavailable (%s); retrying in %.1f s", exc, wait)
+            stop.wait(wait)
+        except (MetricsStoreError, psycopg.Error) as exc:
+            log.error("metrics-compactor: %s", exc)
+            stop.wait(1.0)
+    store.close()
+    producer.flush(30)

@@ -37,7 +37,7 @@ from tests.bench.pipeline import _stop, _worker
 from tests.integration.helpers import skip_backlog
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "freshness.json"
-WORKERS = ("ingest", "metrics", "metrics-store")
+WORKERS = ("ingest", "metrics", "metrics-store", "metrics-compactor")
 
 
 def _quantile(values: list[float], q: float) -> float:

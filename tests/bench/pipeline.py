@@ -18,11 +18,11 @@ each worker drain its backlog alone and times it:
   metrics worker just emitted (merge, rollups), next to a raw binary COPY of
   the same rows into a bare table shaped like ``metric_window_parts`` (rows
   decoded beforehand), and the same COPY decoding each row from its message
-  (what any sink of the topic pays at least). The store's own work is also
-  timed in process (``MetricsStore.write`` over the same rows in a fresh
-  database, batches of 20,000 as the worker takes them, then the rollups):
-  with a backlog of a few tens of thousands of partials the worker's rate
-  is mostly its start-up.
+  (what any sink of the topic pays at least). The store appends (binary
+  COPY into ``metric_window_inbox``);
+- metrics compactor: ``llmpulse run metrics-compactor`` until that inbox is
+  empty (dedupe by rank, merge partials and sketches, upsert minutes, queue
+  and roll up hours and days).
 
 Rates are steady-state: from the worker's first output to the end of the
 backlog; the wall time including start-up is reported next to them.
@@ -207,23 +207,9 @@ def raw_copy_rates(
     return values, copy_s, decode_copy_s
 
 
-def store_write_seconds(admin_url: str, values: list[bytes], batch: int) -> float:
-    """Seconds for :class:`MetricsStore` to write ``values`` (batches of ``batch``, then the rollups)
-    into a fresh database: the store's own work, without Kafka or start-up, like the COPY it is
-    compared with."""
-    from schemas.codec import decode
-    from sinks.metrics_store import MetricsStore
-
-    url = _fresh_database(admin_url, "llmpulse_bench_store")
-    parts = [decode(v, expected="metric_window") for v in values]
-    store = MetricsStore(url, rollup_every_s=5.0)
-    began = time.perf_counter()
-    for i in range(0, len(parts), batch):
-        store.write(parts[i:i + batch])
-    store.idle()
-    elapsed = time.perf_counter() - began
-    store.close()
-    return elapsed
+def _inbox_rows(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT count(*) FROM metric_window_inbox").fetchone()[0]
 
 
 def _fresh_database(admin_url: str, name: str) -> str:
@@ -295,7 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
                  _total(windows_end) - sink_start)
     values, copy_s, decode_copy_s = raw_copy_rates(bootstrap, bench_url, windows_start, windows_end)
     copy_n = len(values)
-    store_s = store_write_seconds(admin_url, values, batch=20_000)
+    inbox = _inbox_rows(bench_url)
+    compactor = drain("metrics-compactor", env, logs / "metrics-compactor.log",
+                      lambda: inbox - _inbox_rows(bench_url), inbox)
     probe.close()
     for client in _PROBES.values():
         client.close()
@@ -314,8 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_store_rows_per_s": round(sink.steady_per_s),
         "raw_binary_copy_rows_per_s": round(copy_n / copy_s),
         "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy_s), 3),
-        "metrics_store_write_rows_per_s": round(copy_n / store_s),
-        "metrics_store_write_vs_copy": round(copy_s / store_s, 3),
+        "metrics_compactor_partials_per_s": round(compactor.steady_per_s),
+        "metrics_compactor_wall_s": round(compactor.wall_s, 1),
         "decode_and_binary_copy_rows_per_s": round(copy_n / decode_copy_s),
         "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / decode_copy_s), 3),
         "ingest_wall_s": round(ingest.wall_s, 1),

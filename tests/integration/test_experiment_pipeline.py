@@ -39,7 +39,8 @@ from sinks.migrate import migrate
 from tests.integration.helpers import skip_backlog
 from tests.integration.workers import WorkerProcess, wait_until, worker_env
 
-WORKERS = ("ingest", "metrics", "metrics-store", "experiments-store", "exposures-store", "experiment-results")
+WORKERS = ("ingest", "metrics", "metrics-store", "metrics-compactor", "experiments-store", "exposures-store",
+           "experiment-results")
 
 
 def _port() -> int:

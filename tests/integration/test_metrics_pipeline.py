@@ -29,7 +29,8 @@ def metrics_pipeline(bootstrap, fresh_database, tmp_path):
     skip_backlog(bootstrap, "llmpulse-metrics-store", [METRIC_WINDOWS.name])
     skip_backlog(bootstrap, "llmpulse-feedback-store", [FEEDBACK_ENRICHED.name])
     env = worker_env(bootstrap, fresh_database, tmp_path / "state")
-    workers = [WorkerProcess(name, env, tmp_path).start() for name in ("metrics", "metrics-store", "feedback-store")]
+    names = ("metrics", "metrics-store", "metrics-compactor", "feedback-store")
+    workers = [WorkerProcess(name, env, tmp_path).start() for name in names]
     yield fresh_database, workers
     for worker in workers:
         worker.stop()

@@ -418,7 +418,65 @@ def test_sink_decodes_messages_and_writes_them(db, sim):
     parts = sim.parts[:500]
     decoded = [sink.decode(encode("metric_window", p)) for p in parts]
     assert decoded == parts
-    result = sink.write(decoded)
+    assert sink.write(decoded) == 500  # appended to the inbox; the compactor merges
+    assert rows(db) == []
+    result = MetricsStore(db).compact()
     assert result.parts_received == 500 and result.minutes > 0
     with pytest.raises(MetricsStoreError):
         sink.decode(encode("metric_window", sample("metric_window", resolution="1d", window_seconds=86400)))
+
+
+def _windows(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT resolution, series, window_start, request_count, error_count, cost_usd, rating_sum,"
+            " p50_ms, p99_ms, sketch, partitions, final FROM metric_windows ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
+def test_appended_and_compacted_partials_give_the_windows_of_direct_writes(sim, fresh_database, database_url):
+    """The sink's path (append, then the compactor) ends exactly where writing directly does,
+    replayed and out-of-order partials included."""
+    name = f"{psycopg.conninfo.conninfo_to_dict(fresh_database)['dbname']}_inbox"
+    inbox_db = psycopg.conninfo.make_conninfo(fresh_database, dbname=name)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        migrate(fresh_database)
+        migrate(inbox_db)
+        direct = MetricsStore(fresh_database)
+        for batch in batches(sim.parts):
+            direct.write(batch)
+        direct.idle()
+        store = MetricsStore(inbox_db, rollup_every_s=5.0)
+        shuffled = sim.parts[::-1] + sim.parts[: len(sim.parts) // 3]  # reversed, and a third replayed
+        for batch in batches(shuffled, 3000):
+            assert store.append(batch) == len(batch)
+        taken = 0
+        while (result := store.compact(limit=5000)) is not None:
+            taken += result.parts_received
+        store.idle()
+        assert taken == len(shuffled)
+        assert store.compact() is None, "the inbox is empty"
+        assert _windows(inbox_db) == _windows(fresh_database) != []
+        store.close()
+        direct.close()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_partial_that_cannot_be_merged_is_rejected_not_left_to_block_the_inbox(store, db):
+    from processors.aggregation.sketch import BinMapping, encode_sketch
+
+    coarse = BinMapping(0.05)
+    good = sample("metric_window", partition=0)
+    bad = sample("metric_window", partition=1, sketch=encode_sketch({coarse.key(1500.0): 3}, 0, coarse))
+    bad_counts = sample("metric_window", partition=2, series="s-bad-counts", request_count=1, error_count=5)
+    store.append([good, bad, bad_counts])
+    rejected = []
+    result = store.compact(on_reject=lambda part, exc: rejected.append((part["partition"], type(exc).__name__)))
+    assert sorted(rejected) == [(1, "ValueError"), (2, "CheckViolation")]
+    assert result.parts_received == 1
+    assert store.compact() is None
+    assert [r["request_count"] for r in rows(db, where="resolution = '1m'")] == [good["request_count"]]

@@ -1,0 +1,2 @@
+-- 0009_metric_window_inbox (down).
+DROP TABLE IF EXISTS metric_window_inbox;
