@@ -501,6 +501,14 @@ def _part_rows(part: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...
     return staged, (*counters, nanos, *floats, sketch, 1, final)
 
 
+def _inbox_row(part: Mapping[str, Any], _fields=itemgetter(*INBOX_COLUMNS),  # noqa: B008 - built once
+               _cost=INBOX_COLUMNS.index("cost_usd")) -> list[Any]:
+    """The ``metric_window_inbox`` row of a partial (cost as numeric(18,9), exact nano-dollars)."""
+    row = list(_fields(part))
+    row[_cost] = Decimal(_nanos(row[_cost])).scaleb(-9)
+    return row
+
+
 def _copy_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> list[int]:
     """Type oids of ``columns`` of ``table``, for a binary COPY."""
     oids = dict(conn.execute(_COLUMN_TYPES, (table,)).fetchall())
@@ -639,12 +647,14 @@ class MetricsStore:
         except (ValueError, DecodeError) as exc:  # sketches that cannot be read or merged
             raise MetricsStoreError(f"merging the {_describe(parts)} failed: {exc}") from exc
 
-    def append(self, parts: Sequence[Mapping[str, Any]]) -> int:
+    def append(self, parts: Sequence[Mapping[str, Any]], *, checked: bool = False) -> int:
         """Append partials to the inbox (one binary COPY, one transaction); the compactor merges them.
 
         What the ``metrics-store`` sink does with each batch: no merge, no
         upsert, so it writes at the speed of a COPY. Duplicates and replays
         are harmless (the compactor keeps the highest :func:`part_rank`).
+        ``checked``: every partial already passed :func:`check_part` (the
+        sink checks each message as it decodes it).
 
         Raises
         ------
@@ -656,14 +666,15 @@ class MetricsStore:
         """
         if not parts:
             return 0
-        _check_parts(parts)
+        if not checked:
+            _check_parts(parts)
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(f"COPY {_INBOX} ({_INBOX_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(self._types[_INBOX])
                     for part in parts:
-                        copy.write_row((*_part_rows(part)[0], *_DIMENSIONS_OF(part)))
+                        copy.write_row(_inbox_row(part))
             return len(parts)
         except psycopg.OperationalError:
             self.close()
@@ -872,7 +883,7 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
         name="metrics-store",
         topics=(METRIC_WINDOWS.name,),
         decode=_decode_part,
-        write=store.append,
+        write=lambda parts: store.append(parts, checked=True),  # _decode_part checked each one
     )
 
 
