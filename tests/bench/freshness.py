@@ -3,12 +3,13 @@
     python -m tests.bench.freshness [--rate 5000] [--seconds 60]
 
 Runs the real chain as separate processes (``ingest``, ``metrics``,
-``metrics-store``) on a fresh database, produces realistic traffic at
+``metrics-store``, ``metrics-compactor``) on a fresh database, produces realistic traffic at
 ``--rate`` spans/s with current timestamps, and ten times a second (after ``--warmup``
 seconds) a *marker* span whose project is new (``fresh-<n>``). Freshness of a marker is the time
 from its production until a ``metric_windows`` row for its project is
 visible to a reader polling every 50 ms (so it includes every hop: broker,
-ingest, the metrics worker's 1 s tick, the store's batching and commit).
+ingest, the metrics worker's 1 s tick, the store's append, the compactor's
+merge and commit).
 
 Results go to ``docs/benchmarks/freshness.json``.
 """
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         "freshness_p99_s": round(_quantile(lags, 0.99), 2) if lags else None,
         "freshness_max_s": round(max(lags), 2) if lags else None,
         "note": "span produced -> its metric_windows row visible to a reader polling every 50 ms; "
-                "ingest, metrics and metrics-store as separate processes, broker and PostgreSQL on the same machine",
+                "ingest, metrics, metrics-store and metrics-compactor as separate processes, broker and PostgreSQL on the same machine",
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
     }
