@@ -300,11 +300,19 @@ def _incident(conn: psycopg.Connection, producer: Producer, hook: WebhookReceive
     click.echo("  (the detectors learn a series' normal day first; the demo sends 26 hours of per-minute "
                "error_rate history for this project as llm.metrics points, then the incident's points; "
                "the spans behind the incident go through the real pipeline for the root cause)")
+    # The day of history goes first: the detector ignores a point not newer
+    # than the series' last, and the metric-points job may publish this
+    # project's real minutes (from the spans below) at any moment.
+    baseline = start - timedelta(minutes=5)
+    points = incident_points(project, start, 3, seed=seed)
+    for point in (p for p in points if p["window_start"] < baseline):
+        producer.produce(METRICS.name, key=point["series"].encode(), value=encode("metric_point", point))
+    producer.flush(60)
     for span in incident_spans(project, start, 3, baseline_minutes=5, seed=seed):
         producer.produce(SPANS.name, key=span["trace_id"].encode(), value=encode("span", span))
     producer.flush(60)
-    time.sleep(8)  # let the incident's windows reach the database before the points do
-    for point in incident_points(project, start, 3, seed=seed):
+    time.sleep(8)  # let the incident's windows reach the database before its points do
+    for point in (p for p in points if p["window_start"] >= baseline):
         producer.produce(METRICS.name, key=point["series"].encode(), value=encode("metric_point", point))
     producer.flush(60)
 
