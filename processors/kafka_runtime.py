@@ -51,10 +51,16 @@ class KafkaRuntime:
         group_id: str | None = None,
         batch_size: int = 2000,
         tick_interval_s: float = 1.0,
+        catch_up_tick_s: float = 5.0,
     ) -> None:
         self.processor = processor
         self.batch_size = batch_size
         self.tick_interval_s = tick_interval_s
+        # While batches come full (a backlog), tick less often: each tick of
+        # the metrics processor re-emits every window that changed, and when
+        # a second of processing covers minutes of event time that is most
+        # windows, again and again. Live traffic keeps the 1 s tick.
+        self.catch_up_tick_s = catch_up_tick_s
         self.stopping = threading.Event()
         self.failed: KafkaError | None = None
         self.metrics = ProcessorMetrics(processor.name, registry or CollectorRegistry())
@@ -98,7 +104,8 @@ class KafkaRuntime:
                 self._count_batch()
                 if time.monotonic() >= next_tick:
                     self._tick()
-                    next_tick = time.monotonic() + self.tick_interval_s
+                    behind = len(messages) >= self.batch_size
+                    next_tick = time.monotonic() + (self.catch_up_tick_s if behind else self.tick_interval_s)
                 if self._positions:
                     self._flush_and_commit()
             # Spans a processor holds back (sampling) leave with it, not with the process.
