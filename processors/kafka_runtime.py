@@ -52,15 +52,19 @@ class KafkaRuntime:
         batch_size: int = 2000,
         tick_interval_s: float = 1.0,
         catch_up_tick_s: float = 5.0,
+        catch_up_lag: int = 50_000,
     ) -> None:
         self.processor = processor
         self.batch_size = batch_size
         self.tick_interval_s = tick_interval_s
-        # While batches come full (a backlog), tick less often: each tick of
-        # the metrics processor re-emits every window that changed, and when
-        # a second of processing covers minutes of event time that is most
-        # windows, again and again. Live traffic keeps the 1 s tick.
+        # While far behind (consumer lag above catch_up_lag), tick less
+        # often: each tick of the metrics processor re-emits every window
+        # that changed, and when a second of processing covers minutes of
+        # event time that is most windows, again and again. Live traffic,
+        # even a busy one, keeps the 1 s tick (freshness).
         self.catch_up_tick_s = catch_up_tick_s
+        self.catch_up_lag = catch_up_lag
+        self._lag = 0
         self.stopping = threading.Event()
         self.failed: KafkaError | None = None
         self.metrics = ProcessorMetrics(processor.name, registry or CollectorRegistry())
@@ -104,7 +108,7 @@ class KafkaRuntime:
                 self._count_batch()
                 if time.monotonic() >= next_tick:
                     self._tick()
-                    behind = len(messages) >= self.batch_size
+                    behind = self._lag > self.catch_up_lag
                     next_tick = time.monotonic() + (self.catch_up_tick_s if behind else self.tick_interval_s)
                 if self._positions:
                     self._flush_and_commit()
@@ -237,10 +241,13 @@ class KafkaRuntime:
                                "offsets not committed, the batch will be replayed")
         offsets, self._positions = self._positions, {}
         self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
+        lag = 0
         for (topic, partition), offset in offsets.items():
             _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             if high is not None and high >= 0:
                 self.metrics.consumer_lag.labels(self.processor.name, topic, str(partition)).set(max(0, high - offset))
+                lag += max(0, high - offset)
+        self._lag = lag  # of the partitions in this batch: enough to tell a backlog from live traffic
 
 
 def tune_gc_for_streaming() -> None:
