@@ -269,6 +269,23 @@ def tune_gc_for_streaming() -> None:
     gc.set_threshold(50_000, 50, 50)
 
 
+def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """``stop`` (or a new event), set by SIGTERM/SIGINT when called from the main thread.
+
+    What every job's loop waits on; a test passes its own event and, off the
+    main thread, no handler is installed.
+
+    >>> event = threading.Event()
+    >>> stop_on_signals(event) is event
+    True
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
 def run_kafka_worker(processor: Processor, settings: Settings) -> None:
     """Run ``processor`` in this process until SIGTERM/SIGINT, serving /metrics."""
     tune_gc_for_streaming()

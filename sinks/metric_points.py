@@ -21,7 +21,6 @@ only re-send a minute, which the detectors ignore (stale point).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,6 +172,7 @@ def run_metric_points(settings: Any, *, stop: threading.Event | None = None,
     from confluent_kafka import Producer
     from prometheus_client import CollectorRegistry, Counter, Gauge
 
+    from processors.kafka_runtime import stop_on_signals
     from processors.metrics import serve_metrics
     from processors.topics import METRICS
 
@@ -182,10 +182,7 @@ def run_metric_points(settings: Any, *, stop: threading.Event | None = None,
     behind = Gauge("llmpulse_metric_points_behind_seconds",
                    "How far the newest published minute is behind now (settle time included).", registry=registry)
     serve_metrics(settings.metrics_port, registry)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals(stop)
     settle = settle if settle is not None else timedelta(seconds=settings.points_settle_s)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True,
                          "linger.ms": 20})

@@ -3,8 +3,12 @@
 The metrics processor keeps one aggregator per source partition and emits
 1-minute *partial* windows (``metric_window`` records on
 ``llm.metric_windows``), each the full current value of one series and
-minute as seen by one partition. :meth:`MetricsStore.write` turns a batch of
-them into the rows dashboards read, in one transaction:
+minute as seen by one partition. The ``metrics-store`` sink only appends
+them to ``metric_window_inbox`` (:meth:`MetricsStore.append`, a binary COPY);
+the ``metrics-compactor`` job (:func:`run_metrics_compactor`) takes the inbox
+in batches (:meth:`MetricsStore.compact`) and, like :meth:`MetricsStore.write`
+for a batch handed to it directly, turns them into the rows dashboards read,
+in one transaction:
 
 1. upsert the partials into ``metric_window_parts`` (one row per series,
    minute and partition; a fuller partial replaces a smaller one, see
@@ -558,7 +562,7 @@ class MetricsStore:
         libpq URL or ``key=value`` string of a migrated database.
     rollup_every_s
         Hours and days are rolled up from the queued changed minutes at most
-        this often (``0``: with every write). The sink also rolls up when it
+        this often (``0``: with every write or compaction). The compactor also rolls up when it
         is idle (:meth:`idle`), so nothing stays queued once traffic stops.
 
     Examples
@@ -788,7 +792,7 @@ class MetricsStore:
         return MetricsWriteResult(received, changed, written, 0, 0)
 
     def idle(self) -> None:
-        """Roll up what is queued (the sink runner calls this when no message came)."""
+        """Roll up what is queued (the compactor calls this when the inbox is empty)."""
         conn = self._connection()
         queued = conn.execute("SELECT EXISTS (SELECT 1 FROM metric_rollup_queue)").fetchone()[0]
         conn.rollback()  # end the read-only transaction the check opened
@@ -896,12 +900,11 @@ def run_metrics_compactor(settings: Settings, *, stop: threading.Event | None = 
     days up every 5 s and when the inbox is empty, backs off while the
     database is down, and dead-letters a partial that cannot be merged.
     """
-    import signal
-
     from confluent_kafka import Producer
     from prometheus_client import CollectorRegistry, Counter, Gauge
 
     from processors.deadletter import SourceMessage, encode_dead_letter
+    from processors.kafka_runtime import stop_on_signals
     from processors.metrics import serve_metrics
     from processors.topics import DEADLETTER
 
@@ -915,10 +918,7 @@ def run_metrics_compactor(settings: Settings, *, stop: threading.Event | None = 
     last_batch = Gauge("llmpulse_metrics_compactor_batch_partials", "Partials taken by the last compaction.",
                        registry=registry)
     serve_metrics(settings.metrics_port, registry)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals(stop)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
 
     def reject(part: Mapping[str, Any], exc: Exception) -> None:

@@ -186,16 +186,12 @@ def run_experiment_results(
     Stops on SIGTERM/SIGINT (when run in the main thread) or when ``stop``
     is set; serves ``/metrics`` on ``settings.metrics_port``.
     """
-    import signal
-
+    from processors.kafka_runtime import stop_on_signals
     from processors.metrics import serve_metrics
 
     registry = registry or CollectorRegistry()
     serve_metrics(settings.metrics_port, registry)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals(stop)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
     job = ResultsJob(settings.database_url.get_secret_value(), producer, registry,
                      alerts_topic=alerts_topic, grafana_url=settings.grafana_url)
