@@ -29,7 +29,7 @@ system-deps:  ## Debian packages: java, maven, postgresql, kcat, prometheus (onl
 
 venv: $(VENV)/.installed  ## Virtualenv with llmpulse and its dev dependencies
 
-$(VENV)/.installed: pyproject.toml Makefile schemas/_hot_readers.pyx
+$(VENV)/.installed: pyproject.toml Makefile schemas/_hot_readers.pyx sinks/_inbox_copy.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -34,6 +34,7 @@ streamed to the server while the next slice is merged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import math
@@ -56,6 +57,12 @@ from google.protobuf.message import DecodeError
 
 from processors.aggregation.dimensions import DIMENSIONS
 from processors.aggregation.sketch import BinMapping, merge_sketch_groups, quantiles, store_bins
+
+try:  # compiled COPY rows for the sink (optional, see pyproject.toml)
+    from sinks._inbox_copy import copy_row as _copy_row
+    from sinks._inbox_copy import copy_rows as _copy_rows
+except ImportError:  # pragma: no cover - built by every install with a C compiler
+    _copy_row = _copy_rows = None
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +374,9 @@ def _floor(at: datetime, seconds: int) -> datetime:
     return at - (at - _EPOCH) % timedelta(seconds=seconds)
 
 
-def _describe(parts: Sequence[Mapping[str, Any]]) -> str:
+def _describe(parts: Sequence[Mapping[str, Any] | bytes]) -> str:
+    if any(type(p) is bytes for p in parts):  # COPY rows from sinks._inbox_copy: nothing to name
+        return f"batch of {len(parts)} metric_window partials"
     starts = [p["window_start"] for p in parts]
     return (
         f"batch of {len(parts)} metric_window partials "
@@ -475,6 +484,19 @@ _INBOX = "metric_window_inbox"
 #: Columns of the inbox: a partial's row plus its series' dimensions.
 INBOX_COLUMNS: tuple[str, ...] = (*PART_COLUMNS, *DIMENSIONS)
 _INBOX_LIST = ", ".join(INBOX_COLUMNS)
+#: The same columns in the order :meth:`MetricsStore.append` COPYs them: the
+#: fields' order in a ``metric_window`` message, so that ``sinks._inbox_copy``
+#: can write each COPY row in one pass over the message.
+APPEND_COLUMNS: tuple[str, ...] = (
+    "series", "window_start", "partition", *DIMENSIONS, "request_count", "error_count", "input_tokens",
+    "output_tokens", "cached_tokens", "usage_count", "cost_usd", "cost_count", "feedback_count", "rating_sum",
+    "rating_count", "thumbs_up", "thumbs_count", "late_events", *QUANTILE_COLUMNS, "sketch", "final",
+    "emitted_at", "cost_sq_sum", "rating_sq_sum", "latency_ms_sum", "latency_ms_sq_sum",
+)
+_APPEND = f"COPY {_INBOX} ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# What a binary COPY stream starts with (signature, flags, extension length)
+# when rows are written as bytes rather than by psycopg.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 # SKIP LOCKED: two compactors take different rows; the series locks in
 # _write keep them from merging the same minute at once.
 _TAKE_INBOX = (
@@ -505,9 +527,9 @@ def _part_rows(part: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...
     return staged, (*counters, nanos, *floats, sketch, 1, final)
 
 
-def _inbox_row(part: Mapping[str, Any], _fields=itemgetter(*INBOX_COLUMNS),  # noqa: B008 - built once
-               _cost=INBOX_COLUMNS.index("cost_usd")) -> list[Any]:
-    """The ``metric_window_inbox`` row of a partial (cost as numeric(18,9), exact nano-dollars)."""
+def _inbox_row(part: Mapping[str, Any], _fields=itemgetter(*APPEND_COLUMNS),  # noqa: B008 - built once
+               _cost=APPEND_COLUMNS.index("cost_usd")) -> list[Any]:
+    """The ``metric_window_inbox`` row of a partial in ``APPEND_COLUMNS`` order (cost as numeric(18,9))."""
     row = list(_fields(part))
     row[_cost] = Decimal(_nanos(row[_cost])).scaleb(-9)
     return row
@@ -598,7 +620,7 @@ class MetricsStore:
                 self._types = {
                     table: _copy_types(conn, table, columns)
                     for table, columns in ((_PARTS_STAGE, PART_COLUMNS), (_WINDOWS_STAGE, WINDOW_COLUMNS),
-                                           (_INBOX, INBOX_COLUMNS))
+                                           (_INBOX, APPEND_COLUMNS))
                 }
                 conn.commit()
             except BaseException:
@@ -651,14 +673,16 @@ class MetricsStore:
         except (ValueError, DecodeError) as exc:  # sketches that cannot be read or merged
             raise MetricsStoreError(f"merging the {_describe(parts)} failed: {exc}") from exc
 
-    def append(self, parts: Sequence[Mapping[str, Any]], *, checked: bool = False) -> int:
+    def append(self, parts: Sequence[Mapping[str, Any] | bytes], *, checked: bool = False) -> int:
         """Append partials to the inbox (one binary COPY, one transaction); the compactor merges them.
 
         What the ``metrics-store`` sink does with each batch: no merge, no
         upsert, so it writes at the speed of a COPY. Duplicates and replays
         are harmless (the compactor keeps the highest :func:`part_rank`).
-        ``checked``: every partial already passed :func:`check_part` (the
-        sink checks each message as it decodes it).
+        A partial is a decoded ``metric_window`` or, as the sink passes
+        most of them, its COPY row already made by :func:`inbox_record`.
+        ``checked``: every decoded partial already passed :func:`check_part`
+        (the sink checks each message as it decodes it).
 
         Raises
         ------
@@ -670,15 +694,18 @@ class MetricsStore:
         """
         if not parts:
             return 0
+        rows = [p for p in parts if type(p) is bytes]
+        decoded = [p for p in parts if type(p) is not bytes] if len(rows) < len(parts) else ()
         if not checked:
-            _check_parts(parts)
+            _check_parts(decoded)
         try:
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(f"COPY {_INBOX} ({_INBOX_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(self._types[_INBOX])
-                    for part in parts:
-                        copy.write_row(_inbox_row(part))
+            with conn.transaction(), conn.cursor() as cur, cur.copy(_APPEND) as copy:
+                if rows:
+                    copy.write(_COPY_SIGNATURE + b"".join(rows))
+                copy.set_types(self._types[_INBOX])
+                for part in decoded:
+                    copy.write_row(_inbox_row(part))
             return len(parts)
         except psycopg.OperationalError:
             self.close()
@@ -858,14 +885,43 @@ class MetricsStore:
                 self._conn = None
 
 
-def _decode_part(value: bytes) -> dict[str, Any]:
+def inbox_record(value: bytes) -> bytes | dict[str, Any]:
+    """What the sink appends for one ``llm.metric_windows`` message: its COPY row, else the decoded partial.
+
+    The row comes from the compiled ``sinks._inbox_copy`` (no Python object
+    per field); messages it does not vouch for (older schema versions,
+    anything ``check_part`` would look at twice) and every message when the
+    extension is not built are decoded and checked here, so that a wrong
+    record is dead-lettered on its own instead of failing its whole batch.
+
+    Examples
+    --------
+    >>> from schemas.codec import encode
+    >>> from schemas.samples import sample
+    >>> record = inbox_record(encode("metric_window", sample("metric_window")))
+    >>> type(record) is bytes or record["resolution"] == "1m"
+    True
+    >>> inbox_record(encode("metric_window", sample("metric_window", partition=-1)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sinks.metrics_store.MetricsStoreError: partition -1 is negative ...
+    """
+    if _copy_row is not None:
+        row = _copy_row(value, _current_header())
+        if row is not None:
+            return row
     from schemas.codec import decode
 
     part = decode(value, expected="metric_window")
-    # Checked here too, so a wrong record is dead-lettered on its own instead
-    # of failing its whole batch first.
     check_part(part)
     return part
+
+
+@functools.cache
+def _current_header() -> bytes:
+    from schemas.codec import MAGIC, default_codec
+
+    return MAGIC + default_codec().catalog.current("metric_window").fingerprint
 
 
 def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
@@ -886,8 +942,12 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
     return BatchSink(
         name="metrics-store",
         topics=(METRIC_WINDOWS.name,),
-        decode=_decode_part,
-        write=lambda parts: store.append(parts, checked=True),  # _decode_part checked each one
+        decode=inbox_record,
+        # Most messages at once, in C; the rest (and every message without
+        # the extension) through inbox_record.
+        decode_many=(lambda values: _copy_rows(values, _current_header())) if _copy_rows is not None else None,
+        batch_size=10_000,
+        write=lambda parts: store.append(parts, checked=True),  # inbox_record checked each one
     )
 
 

@@ -14,15 +14,19 @@ each worker drain its backlog alone and times it:
   trace summaries) into a fresh database;
 - metrics: ``llmpulse run metrics`` until its group has committed the same
   ``llm.spans.enriched`` backlog (decode, windowed aggregation, partials);
-- metrics store: ``llmpulse run metrics-store`` over the partial windows the
-  metrics worker just emitted (merge, rollups), next to a raw binary COPY of
-  the same rows into a bare table shaped like ``metric_window_parts`` (rows
-  decoded beforehand), and the same COPY decoding each row from its message
-  (what any sink of the topic pays at least). The store appends (binary
-  COPY into ``metric_window_inbox``);
-- metrics compactor: ``llmpulse run metrics-compactor`` until that inbox is
-  empty (dedupe by rank, merge partials and sketches, upsert minutes, queue
-  and roll up hours and days).
+- metrics store: ``llmpulse run metrics-store`` over a replay of the partial
+  windows the metrics worker just emitted (published again until there are
+  ``--replay-rows``, 300,000 by default: the emitted ones alone are a few
+  thousand rows, a drain shorter than the progress poll can time). The store
+  appends (binary COPY into ``metric_window_inbox``). Next to it, the same
+  rows COPYed into a bare table shaped like the inbox three ways: decoded
+  beforehand and written by psycopg (a client's raw binary COPY: the target's
+  baseline), decoded from their messages on the way, and as COPY bytes made
+  beforehand (no client work at all: what the server alone can take);
+- metrics compactor: ``llmpulse run metrics-compactor`` until the inbox holds
+  none of the emitted partials (dedupe by rank, merge partials and sketches,
+  upsert minutes, queue and roll up hours and days); it runs before the
+  replay, whose rows are then dropped (they repeat merged partials).
 
 Rates are steady-state: from the worker's first output to the end of the
 backlog; the wall time including start-up is reported next to them.
@@ -32,6 +36,7 @@ Results go to ``docs/benchmarks/pipeline.json``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -165,46 +170,102 @@ def drain(name: str, env: dict[str, str], log: Path, progress, total: int) -> Dr
         _stop(proc)
 
 
-def raw_copy_rates(
-    bootstrap: str, db_url: str, start: dict[int, int], end: dict[int, int]
-) -> tuple[list[bytes], float, float]:
-    """Binary COPY of the ``metric_window`` records in [start, end) into a bare table: (rows, seconds
-    for the COPY of decoded rows, seconds to decode them and COPY); the second is the least any sink
-    reading the topic pays."""
-    from schemas.codec import decode
-    from sinks.metrics_store import PART_COLUMNS, _part_row
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-copy-{uuid.uuid4().hex}",
+def read_values(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]) -> list[bytes]:
+    """The message values of ``topic`` in [start, end)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    consumer.assign([TopicPartition(METRIC_WINDOWS.name, p, o) for p, o in start.items()])
+    consumer.assign([TopicPartition(topic, p, o) for p, o in start.items()])
     total = sum(end[p] - start[p] for p in start)
     values: list[bytes] = []
     while len(values) < total:
         values += [m.value() for m in consumer.consume(5000, timeout=1.0) if not m.error()]
     consumer.close()
+    return values[:total]
+
+
+def replay_partials(bootstrap: str, values: list[bytes], rows: int) -> int:
+    """Publish ``values`` (partials) again and again to ``llm.metric_windows`` until ``rows`` are out.
+
+    What the metrics-store sink sees after its offsets are reset: the same
+    partials once more (the compactor keeps one of each). Enough rows for a
+    rate that start-up and the 0.1 s progress poll do not distort.
+    """
+    from schemas.codec import decode
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "compression.type": "lz4"})
+    keys = [decode(v, expected="metric_window")["series"].encode() for v in values]
+    sent = 0
+    while sent < rows:
+        for key, value in zip(keys, values, strict=True):
+            while True:
+                try:
+                    producer.produce(METRIC_WINDOWS.name, key=key, value=value)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    producer.poll(0.1)
+            sent += 1
+    producer.flush(120)
+    return sent
+
+
+@dataclass
+class CopyRates:
+    """Seconds for a binary COPY of the same inbox rows into a bare table shaped like the inbox."""
+
+    decoded: float   # rows decoded beforehand, psycopg writes each (a client's raw binary COPY)
+    decoding: float  # the same, decoding each row from its message on the way
+    encoded: float   # the rows' COPY bytes made beforehand, written as they are (the server's ceiling)
+
+
+def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
+    """:class:`CopyRates` of these ``metric_window`` messages' ``metric_window_inbox`` rows."""
+    from schemas.codec import decode
+    from sinks.metrics_store import _COPY_SIGNATURE, APPEND_COLUMNS, _inbox_row, inbox_record
+
+    statement = f"COPY bench_copy ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def copy_rows(conn: psycopg.Connection, types: list[str], rows) -> float:  # noqa: ANN001
         began = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur:
-            with cur.copy(f"COPY bench_copy ({', '.join(PART_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(types)
-                for row in rows:
-                    copy.write_row(row)
+        with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+        return time.perf_counter() - began
+
+    def copy_bytes(conn: psycopg.Connection, rows: list[bytes]) -> float:
+        began = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+            copy.write(_COPY_SIGNATURE)
+            for at in range(0, len(rows), 10_000):
+                copy.write(b"".join(rows[at:at + 10_000]))
         return time.perf_counter() - began
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_parts INCLUDING DEFAULTS)")
+        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_inbox INCLUDING DEFAULTS)")
         types = [r[0].split("(")[0] for r in conn.execute(  # numeric(18,9) -> numeric
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
             " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
-            (list(PART_COLUMNS), list(PART_COLUMNS))).fetchall()]
-        rows = [_part_row(decode(v, expected="metric_window")) for v in values]
-        copy_s = copy_rows(conn, types, rows)
-        conn.execute("TRUNCATE bench_copy")
-        decode_copy_s = copy_rows(conn, types, (_part_row(decode(v, expected="metric_window")) for v in values))
+            (list(APPEND_COLUMNS), list(APPEND_COLUMNS))).fetchall()]
+        rows = [_inbox_row(decode(v, expected="metric_window")) for v in values]
+        encoded = [inbox_record(v) for v in values]
+        if not all(type(r) is bytes for r in encoded):
+            raise RuntimeError("sinks._inbox_copy is not built (pip install -e .)")
+        # Without the cyclic collector: it would re-scan the rows held here
+        # on every collection and make these baselines look slower than they are.
+        gc.disable()
+        try:
+            rates = []
+            for run in (lambda: copy_rows(conn, types, rows),
+                        lambda: copy_rows(conn, types, (_inbox_row(decode(v, expected="metric_window")) for v in values)),
+                        lambda: copy_bytes(conn, encoded)):
+                conn.execute("TRUNCATE bench_copy")
+                rates.append(run())
+        finally:
+            gc.enable()
         conn.execute("DROP TABLE bench_copy")
-    return values, copy_s, decode_copy_s
+    return CopyRates(*rates)
 
 
 def _inbox_rows(db_url: str) -> int:
@@ -230,6 +291,8 @@ def _total(offsets: dict[int, int]) -> int:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--replay-rows", type=int, default=300_000,
+                        help="partials the metrics-store sink is timed on (the emitted ones, replayed)")
     args = parser.parse_args(argv)
     settings = Settings()
     bootstrap = settings.kafka_bootstrap_servers
@@ -276,14 +339,28 @@ def main(argv: list[str] | None = None) -> dict:
     windows_end = _ends(probe, METRIC_WINDOWS.name)
     partials = _total(windows_end) - _total(windows_start)
     sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
-    sink = drain("metrics-store", env, logs / "metrics-store.log",
-                 lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
-                 _total(windows_end) - sink_start)
-    values, copy_s, decode_copy_s = raw_copy_rates(bootstrap, bench_url, windows_start, windows_end)
-    copy_n = len(values)
+    drain("metrics-store", env, logs / "metrics-store.log",
+          lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
+          _total(windows_end) - sink_start)
     inbox = _inbox_rows(bench_url)
     compactor = drain("metrics-compactor", env, logs / "metrics-compactor.log",
                       lambda: inbox - _inbox_rows(bench_url), inbox)
+
+    # The sink's rate, on a replay of those partials big enough to time.
+    emitted = read_values(bootstrap, METRIC_WINDOWS.name, windows_start, windows_end)
+    print(f"replaying {len(emitted)} partials to {args.replay_rows} rows ...", flush=True)
+    replay_start = _ends(probe, METRIC_WINDOWS.name)
+    replay_partials(bootstrap, emitted, args.replay_rows)
+    replay_end = _ends(probe, METRIC_WINDOWS.name)
+    sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
+    sink = drain("metrics-store", env, logs / "metrics-store.log",
+                 lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
+                 _total(replay_end) - sink_start)
+    replayed = read_values(bootstrap, METRIC_WINDOWS.name, replay_start, replay_end)
+    copy = raw_copy_rates(bench_url, replayed)
+    copy_n = len(replayed)
+    with psycopg.connect(bench_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE metric_window_inbox")  # only replays of partials merged above
     probe.close()
     for client in _PROBES.values():
         client.close()
@@ -300,12 +377,15 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_vs_raw": round(metrics.steady_per_s / raw, 3),
         "metrics_partials": partials,
         "metrics_store_rows_per_s": round(sink.steady_per_s),
-        "raw_binary_copy_rows_per_s": round(copy_n / copy_s),
-        "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy_s), 3),
+        "metrics_store_rows": copy_n,
+        "raw_binary_copy_rows_per_s": round(copy_n / copy.decoded),
+        "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy.decoded), 3),
+        "decode_and_binary_copy_rows_per_s": round(copy_n / copy.decoding),
+        "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / copy.decoding), 3),
+        "preencoded_copy_rows_per_s": round(copy_n / copy.encoded),
+        "metrics_store_vs_preencoded_copy": round(sink.steady_per_s / (copy_n / copy.encoded), 3),
         "metrics_compactor_partials_per_s": round(compactor.steady_per_s),
         "metrics_compactor_wall_s": round(compactor.wall_s, 1),
-        "decode_and_binary_copy_rows_per_s": round(copy_n / decode_copy_s),
-        "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / decode_copy_s), 3),
         "ingest_wall_s": round(ingest.wall_s, 1),
         "trace_store_wall_s": round(store.wall_s, 1),
         "metrics_wall_s": round(metrics.wall_s, 1),

@@ -410,18 +410,43 @@ def test_migration_up_down_up_keeps_spans_and_drops_metrics(store, db):
     assert store.write([sample("metric_window")]).minutes == 1
 
 
+def encode_version(name: str, version: int, record: dict) -> bytes:
+    """``record`` as a producer still on schema ``version`` of ``name`` would write it."""
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, default_codec
+
+    shipped = default_codec().catalog.versions(name)[version - 1]
+    out = io.BytesIO(MAGIC + shipped.fingerprint)
+    out.seek(0, io.SEEK_END)
+    fastavro.schemaless_writer(out, fastavro.parse_schema(shipped.schema), record)
+    return out.getvalue()
+
+
 def test_sink_decodes_messages_and_writes_them(db, sim):
     from processors.settings import Settings
     from pydantic import SecretStr
 
     sink = metrics_store_sink(Settings(database_url=SecretStr(db)))
     parts = sim.parts[:500]
-    decoded = [sink.decode(encode("metric_window", p)) for p in parts]
-    assert decoded == parts
-    assert sink.write(decoded) == 500  # appended to the inbox; the compactor merges
+    records = [sink.decode(encode("metric_window", p)) for p in parts]
+    assert all(type(r) is bytes for r in records)  # COPY rows from sinks._inbox_copy
+    # An older schema version takes the Python path: decoded, checked, then COPYed.
+    older = sink.decode(encode_version("metric_window", 1, parts[0]))
+    assert type(older) is dict and older["series"] == parts[0]["series"]
+    assert sink.write([*records, older]) == 501  # appended to the inbox; the compactor merges
     assert rows(db) == []
     result = MetricsStore(db).compact()
-    assert result.parts_received == 500 and result.minutes > 0
+    assert result.parts_received == 501 and result.minutes > 0
+    direct = MetricsStore(db)
+    expected = _windows(db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("TRUNCATE metric_windows, metric_window_parts")
+    direct.write(parts)
+    direct.close()
+    assert _windows(db) == expected
     with pytest.raises(MetricsStoreError):
         sink.decode(encode("metric_window", sample("metric_window", resolution="1d", window_seconds=86400)))
 
