@@ -10,11 +10,12 @@ trace split over several batches all end in the same rows.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
 
 if TYPE_CHECKING:
@@ -41,7 +42,13 @@ class TraceStoreError(RuntimeError):
     """A batch could not be written for a reason retrying will not fix."""
 
 
-def span_row(span: Mapping[str, Any]) -> tuple[Any, ...]:
+# The span field of every column (the column ``variants`` holds ``experiments``).
+_FIELDS = tuple("experiments" if c == "variants" else c for c in SPAN_COLUMNS)
+_FIELDS_OF = itemgetter(*_FIELDS)
+_FINISH_REASONS, _ATTRIBUTES, _VARIANTS = (_FIELDS.index(f) for f in ("finish_reasons", "attributes", "experiments"))
+
+
+def span_row(span: Mapping[str, Any]) -> list[Any]:
     """The COPY row of one decoded span.
 
     Examples
@@ -50,20 +57,17 @@ def span_row(span: Mapping[str, Any]) -> tuple[Any, ...]:
     >>> row = span_row(sample("span"))
     >>> len(row) == len(SPAN_COLUMNS), row[0] == sample("span")["trace_id"]
     (True, True)
+    >>> span_row({"trace_id": "t", "attributes": {"llmpulse.cohort": "pro"}})[_ATTRIBUTES]
+    '{"llmpulse.cohort":"pro"}'
     """
-    get = span.get
-    return (
-        span["trace_id"], span["span_id"], get("parent_span_id"), span["name"], span["kind"],
-        span["start_time"], span["end_time"], span["status"], get("status_message"), get("error_type"),
-        span["project"], get("service_name"), get("environment"), get("user_id"), get("session_id"),
-        get("prompt_version"), get("operation"), get("provider"), get("request_model"),
-        get("response_model"), get("response_id"), list(get("finish_reasons") or []),
-        get("temperature"), get("max_tokens"), get("tool_name"), get("agent_name"),
-        get("first_token_time"), get("input_tokens"), get("output_tokens"),
-        get("cache_read_input_tokens"), get("cache_creation_input_tokens"), get("cost_usd"),
-        get("input"), get("output"),
-        json.dumps(get("attributes") or {}), json.dumps(get("experiments") or {}),
-    )
+    try:  # a decoded span has every field: one C call instead of 36 lookups
+        row = list(_FIELDS_OF(span))
+    except KeyError:
+        row = [span.get(f) for f in _FIELDS]
+    row[_FINISH_REASONS] = list(row[_FINISH_REASONS] or ())
+    row[_ATTRIBUTES] = orjson.dumps(row[_ATTRIBUTES] or {}).decode()
+    row[_VARIANTS] = orjson.dumps(row[_VARIANTS] or {}).decode()
+    return row
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class TraceStore:
         return WriteResult(len(spans), inserted, refreshed)
 
     @staticmethod
-    def _copy_new(conn: psycopg.Connection, cur: psycopg.Cursor, rows: list[tuple[Any, ...]]) -> int:
+    def _copy_new(conn: psycopg.Connection, cur: psycopg.Cursor, rows: list[list[Any]]) -> int:
         """Insert rows not stored yet; returns how many were new.
 
         Straight COPY into ``spans`` first: it is the common case and costs
@@ -169,4 +173,7 @@ def trace_store_sink(settings: Settings) -> BatchSink[dict]:
         topics=(SPANS_ENRICHED.name,),
         decode=lambda value: decode(value, expected="span"),
         write=store.write,
+        # Bigger batches: fewer commits, and a trace split over two batches
+        # (summaries recomputed twice) is rarer.
+        batch_size=10_000,
     )
