@@ -1,7 +1,8 @@
 """Run a batching sink as a Kafka consumer group: consume, write, then commit.
 
 Offsets are committed only after the batch is in the database, so a crash
-replays at most the batches in flight (the writes are idempotent). When the
+replays at most the batches in flight (the writes are idempotent). One batch
+is written on a writer thread while the next is consumed and decoded. When the
 database is unreachable the runner pauses its partitions, backs off
 (exponential with jitter) and retries the *same* batch until it is written:
 nothing is lost and nothing is skipped. A message that cannot be decoded, or
@@ -14,10 +15,12 @@ directly and faster.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -60,6 +63,26 @@ class BatchSink(Generic[Record]):
     #: compiled decoder); a ``None`` in its answer means "use ``decode`` for
     #: this one", which also names the error of a bad message.
     decode_many: Callable[[list[bytes]], list[Record | None]] | None = None
+
+
+#: Messages per consume or batch-decode call (see SinkRunner._next_batch).
+_CHUNK = 1000
+
+
+@dataclass
+class _Batch(Generic[Record]):
+    """A consumed batch: what decoded, and the next offset of each (topic, partition)."""
+
+    records: list[tuple[Message, Record]]
+    next_offsets: dict[tuple[str, int], int]
+
+
+@dataclass
+class _Pending(Generic[Record]):
+    """A batch whose write runs on the writer thread (``future`` is None when nothing decoded)."""
+
+    batch: _Batch[Record]
+    future: Future[float] | None  # the write's seconds
 
 
 class SinkRunner(Generic[Record]):
@@ -107,17 +130,35 @@ class SinkRunner(Generic[Record]):
     # -- the loop ---------------------------------------------------------
 
     def run(self) -> None:
-        """Consume and write until :meth:`stop` is called."""
+        """Consume and write until :meth:`stop` is called.
+
+        Pipelined: while batch N is written (its COPY mostly waits on the
+        server) the next batch is consumed and decoded; N's offsets are
+        committed once N is in the database, before batch N+1's write
+        starts, so writes stay in order and a crash still replays only
+        uncommitted batches. A write that fails is redone here, on this
+        thread, by the same path as :meth:`handle` (retries while the
+        database is down, one by one to dead-letter a bad row).
+        """
         self.consumer.subscribe(list(self.sink.topics))
         log.info("%s: consuming %s", self.sink.name, ", ".join(self.sink.topics))
+        writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.sink.name}-writer")
+        pending: _Pending | None = None
         try:
             while not self.stopping.is_set():
                 messages = self._next_batch()
-                if messages:
-                    self.handle(messages)
+                batch = self._prepare(messages) if messages else None
+                if pending is not None:
+                    self._finish(pending)
+                    pending = None
+                if batch is not None:
+                    pending = self._start(batch, writer)
                 elif self.sink.idle is not None:
                     self._idle()
+            if pending is not None:
+                self._finish(pending)
         finally:
+            writer.shutdown(wait=True)
             self.consumer.close()
             self.producer.flush(30)
 
@@ -127,11 +168,15 @@ class SinkRunner(Generic[Record]):
         Adaptive batching: a sink that keeps up writes small batches as soon
         as they come (low latency), one that is behind takes big batches from
         the prefetched queue (few transactions, and the metrics store keeps
-        only the newest of the partials a batch repeats).
+        only the newest of the partials a batch repeats). Taken 1,000 at a
+        time: one long call holds the GIL, and the writer thread waits.
         """
         messages = self.consumer.consume(1, timeout=self.max_wait_s)
-        if messages and self.batch_size > 1:
-            messages += self.consumer.consume(self.batch_size - 1, timeout=0)
+        while messages and len(messages) < self.batch_size:
+            more = self.consumer.consume(min(_CHUNK, self.batch_size - len(messages)), timeout=0)
+            if not more:
+                break
+            messages += more
         return messages
 
     def _idle(self) -> None:
@@ -145,7 +190,15 @@ class SinkRunner(Generic[Record]):
         self.stopping.set()
 
     def handle(self, messages: list[Message]) -> None:
-        """Decode, write (retrying), dead-letter what is bad, then commit."""
+        """Decode, write (retrying), dead-letter what is bad, then commit (one batch, not pipelined)."""
+        batch = self._prepare(messages)
+        if batch.records:
+            self._write_all(batch.records)
+        self.producer.flush(30)  # dead letters are durable before their offsets are committed
+        self._commit(batch.next_offsets)
+
+    def _prepare(self, messages: list[Message]) -> _Batch:
+        """Count, decode (dead-lettering what does not decode) and note the offsets to commit."""
         live = [msg for msg in messages if not msg.error()]
         if len(live) < len(messages):
             for msg in messages:
@@ -157,21 +210,44 @@ class SinkRunner(Generic[Record]):
         for topic, count in counts.items():
             if count:
                 self.metrics.events_in.labels(self.sink.name, topic).inc(count)
-        records = self._decode(live)
-        if records:
-            self._write_all(records)
+        return _Batch(self._decode(live), next_offsets)
+
+    def _start(self, batch: _Batch, writer: ThreadPoolExecutor) -> _Pending:
+        """Begin writing ``batch`` on the writer thread."""
+        records = [r for _, r in batch.records]
+        return _Pending(batch, writer.submit(self._timed_write, records) if records else None)
+
+    def _timed_write(self, records: list[Record]) -> float:
+        started = time.perf_counter()
+        self.sink.write(records)
+        return time.perf_counter() - started
+
+    def _finish(self, pending: _Pending) -> None:
+        """Wait for a started write (redo it here if it failed), then commit its offsets."""
+        batch = pending.batch
+        if pending.future is not None:
+            try:
+                seconds = pending.future.result()
+            except Exception as exc:  # noqa: BLE001 - the synchronous path sorts transient from bad
+                log.info("%s: background write failed (%s); redoing it", self.sink.name, exc)
+                self._write_all(batch.records)
+            else:
+                self.batch_seconds.labels(self.sink.name).observe(seconds)
+                self.metrics.events_out.labels(self.sink.name, "database").inc(len(batch.records))
         self.producer.flush(30)  # dead letters are durable before their offsets are committed
-        self._commit(next_offsets)
+        self._commit(batch.next_offsets)
 
     def _decode(self, live: list[Message]) -> list[tuple[Message, Record]]:
         """``(message, record)`` of every message that decodes; the others are dead-lettered."""
         sink = self.sink
         decoded: list[Record | None] = [None] * len(live)
         if sink.decode_many is not None and sink.decode_message is None and live:
-            try:
-                decoded = sink.decode_many([msg.value() for msg in live])
+            values = [msg.value() for msg in live]
+            try:  # in chunks, so that the writer thread gets the GIL in between
+                decoded = [r for at in range(0, len(values), _CHUNK) for r in sink.decode_many(values[at:at + _CHUNK])]
             except Exception:  # a bug there must not stop the sink: decode one by one instead
                 log.exception("%s: batch decode failed; decoding this batch one message at a time", sink.name)
+                decoded = [None] * len(live)
         records = list(zip(live, decoded, strict=True))
         bad: set[int] = set()
         for i in [i for i, record in enumerate(decoded) if record is None]:
@@ -276,6 +352,10 @@ def run_sink(sink: BatchSink[Any], settings: Settings) -> None:
     serve_metrics(settings.metrics_port, registry)
     runner = SinkRunner(sink, settings, registry, batch_size=sink.batch_size)
     tune_gc_for_streaming()  # a batch of 10,000 records is that many young objects
+    # The writer thread needs the GIL for moments only (to push the next
+    # chunk of a COPY); with the default 5 ms switch interval it waits for
+    # the decoding thread and the server runs dry.
+    sys.setswitchinterval(0.0005)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:
