@@ -36,6 +36,7 @@ FROZEN = {
     6: "5a7add6c17348c26bfdacc4f9188409de94230bf6f05875baee15d2a5b381ff6",
     7: "25c0d33fc6bd5db2cfb2949be3aab1a87d9716214a97680b076ced5aa9d9bf9f",
     8: "c9ec73095b988389f0a79b41302f8b41fe7a14ebb76a2235c42f51aedd2d38b7",
+    9: "903198b647d5daf2151ba466b981740809de976a826c71145b43199e5f284881",
 }
 
 VERSIONS = files("sinks") / "migrations" / "versions"
