@@ -121,6 +121,47 @@ def test_a_row_the_database_rejects_is_dead_lettered_and_the_rest_stored(bootstr
     assert "spans_time_order_check" in record["error"]
 
 
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        [tp] = probe.committed([TopicPartition(topic, 0)], timeout=15)
+        return max(tp.offset, 0)
+    finally:
+        probe.close()
+
+
+def test_offsets_wait_for_the_background_write_and_writes_stay_in_order(bootstrap, producer, topic_factory):
+    """While batch N is written on the writer thread the next is consumed, but N's offsets are
+    committed only once N is written, and N+1 is written only after N."""
+    topic = topic_factory("sink", partitions=1)
+    for i in range(30):
+        producer.produce(topic, key=b"k", value=str(i).encode())
+    producer.flush(30)
+    release, written, started = threading.Event(), [], threading.Event()
+
+    def write(batch: list[int]) -> None:
+        started.set()
+        assert release.wait(30)
+        written.extend(batch)
+
+    sink = BatchSink("test-order", (topic,), lambda v: int(v.decode()), write)
+    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
+                        group_id=f"test-{uuid.uuid4().hex}")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30)
+        time.sleep(1.0)  # the loop has consumed the next batch by now, and must still be waiting
+        assert written == [] and _committed(bootstrap, runner.group_id, topic) == 0
+        release.set()
+        _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
+    finally:
+        release.set()
+        runner.stop()
+        thread.join(30)
+    assert written == list(range(30))
+
+
 def test_trace_store_replays_and_partial_overlaps_change_nothing(store_db):
     store = TraceStore(store_db)
     spans = _spans(30)
