@@ -19,10 +19,11 @@ each worker drain its backlog alone and times it:
   ``--replay-rows``, 300,000 by default: the emitted ones alone are a few
   thousand rows, a drain shorter than the progress poll can time). The store
   appends (binary COPY into ``metric_window_inbox``). Next to it, the same
-  rows COPYed into a bare table shaped like the inbox three ways: decoded
-  off the clock and written by psycopg (a client's raw binary COPY: the
-  target's baseline), decoded from their messages on the way, and as COPY
-  bytes made beforehand (no client work at all: what the server alone takes);
+  rows COPYed into the same table (emptied first) three ways, once before
+  and once after the sink (averaged): decoded off the clock and written by
+  psycopg (a client's raw binary COPY: the target's baseline), decoded from
+  their messages on the way, and as COPY bytes made beforehand (no client
+  work at all: what the server alone takes);
 - metrics compactor: ``llmpulse run metrics-compactor`` until the inbox holds
   none of the emitted partials (dedupe by rank, merge partials and sketches,
   upsert minutes, queue and roll up hours and days); it runs before the
@@ -36,6 +37,7 @@ Results go to ``docs/benchmarks/pipeline.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -211,7 +213,7 @@ def replay_partials(bootstrap: str, values: list[bytes], rows: int) -> int:
 
 @dataclass
 class CopyRates:
-    """Seconds for a binary COPY of the same inbox rows into a bare table shaped like the inbox."""
+    """Seconds for a binary COPY of the sink's rows into its table, three ways."""
 
     decoded: float   # rows decoded off the clock, psycopg writes each (a client's raw binary COPY)
     decoding: float  # the same, decoding each row from its message on the way
@@ -219,11 +221,16 @@ class CopyRates:
 
 
 def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
-    """:class:`CopyRates` of these ``metric_window`` messages' ``metric_window_inbox`` rows."""
+    """:class:`CopyRates` of these ``metric_window`` messages' rows, COPYed into the (emptied) inbox.
+
+    The sink's own table, emptied before each COPY, so a baseline and the
+    sink start from the same state; the caller empties it before the sink
+    runs too.
+    """
     from schemas.codec import decode
     from sinks.metrics_store import _COPY_SIGNATURE, APPEND_COLUMNS, _inbox_row, inbox_record
 
-    statement = f"COPY bench_copy ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    statement = f"COPY metric_window_inbox ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def copy_rows(conn: psycopg.Connection, types: list[str], decode_off_clock: bool) -> float:
         # Rows decoded 10,000 at a time, so the baseline is not slowed by
@@ -251,10 +258,9 @@ def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
         return time.perf_counter() - began
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (LIKE metric_window_inbox INCLUDING DEFAULTS)")
         types = [r[0].split("(")[0] for r in conn.execute(  # numeric(18,9) -> numeric
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bench_copy'::regclass"
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'metric_window_inbox'::regclass"
             " AND attname = ANY(%s) ORDER BY array_position(%s, attname::text)",
             (list(APPEND_COLUMNS), list(APPEND_COLUMNS))).fetchall()]
         encoded = [inbox_record(v) for v in values]
@@ -268,12 +274,16 @@ def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
             for run in (lambda: copy_rows(conn, types, decode_off_clock=True),
                         lambda: copy_rows(conn, types, decode_off_clock=False),
                         lambda: copy_bytes(conn, encoded)):
-                conn.execute("TRUNCATE bench_copy")
+                conn.execute("TRUNCATE metric_window_inbox")
                 rates.append(run())
         finally:
             gc.enable()
-        conn.execute("DROP TABLE bench_copy")
+        conn.execute("TRUNCATE metric_window_inbox")
     return CopyRates(*rates)
+
+
+def _mean_rates(a: CopyRates, b: CopyRates) -> CopyRates:
+    return CopyRates(*((x + y) / 2 for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True)))
 
 
 def _inbox_rows(db_url: str) -> int:
@@ -354,21 +364,22 @@ def main(argv: list[str] | None = None) -> dict:
     compactor = drain("metrics-compactor", env, logs / "metrics-compactor.log",
                       lambda: inbox - _inbox_rows(bench_url), inbox)
 
-    # The sink's rate, on a replay of those partials big enough to time.
+    # The sink's rate, on a replay of those partials big enough to time,
+    # between two rounds of the COPY baselines into the same (emptied) table:
+    # COPY speed on a shared machine drifts by tens of percent in minutes.
     emitted = read_values(bootstrap, METRIC_WINDOWS.name, windows_start, windows_end)
     print(f"replaying {len(emitted)} partials to {args.replay_rows} rows ...", flush=True)
     replay_start = _ends(probe, METRIC_WINDOWS.name)
     replay_partials(bootstrap, emitted, args.replay_rows)
     replay_end = _ends(probe, METRIC_WINDOWS.name)
+    replayed = read_values(bootstrap, METRIC_WINDOWS.name, replay_start, replay_end)
+    copy_before = raw_copy_rates(bench_url, replayed)
     sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
     sink = drain("metrics-store", env, logs / "metrics-store.log",
                  lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
                  _total(replay_end) - sink_start)
-    replayed = read_values(bootstrap, METRIC_WINDOWS.name, replay_start, replay_end)
-    copy = raw_copy_rates(bench_url, replayed)
+    copy = _mean_rates(copy_before, raw_copy_rates(bench_url, replayed))  # leaves the inbox empty
     copy_n = len(replayed)
-    with psycopg.connect(bench_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE metric_window_inbox")  # only replays of partials merged above
     probe.close()
     for client in _PROBES.values():
         client.close()
