@@ -6,6 +6,7 @@
 #   kcat          an independent Kafka client used by tests and docs
 #   prometheus    promtool, which checks and unit-tests the alert rules
 #   gcc           compiles the hot Avro readers (schemas/_hot_readers.pyx)
+#                 and the metrics store's COPY rows (sinks/_inbox_copy.pyx)
 #                 when the virtualenv is built; Python's headers come with
 #                 python3-dev when the interpreter is Debian's
 set -euo pipefail

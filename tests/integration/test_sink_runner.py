@@ -162,6 +162,35 @@ def test_offsets_wait_for_the_background_write_and_writes_stay_in_order(bootstra
     assert written == list(range(30))
 
 
+def test_batch_decoder_declines_go_through_decode_and_bad_ones_are_dead_lettered(bootstrap, producer, topic_factory):
+    """``decode_many`` answers what it can; a None is decoded by ``decode``, which names a bad message."""
+    topic = topic_factory("sink", partitions=1)
+    values = [b"fast:1", b"2", b"bad", b"fast:4", b"5"]
+    for value in values:
+        producer.produce(topic, key=value, value=value)
+    producer.flush(30)
+    written: list[int] = []
+    sink = BatchSink(
+        "test-many", (topic,), decode=lambda v: int(v.decode()),  # ValueError for b"bad"
+        write=written.extend,
+        decode_many=lambda vs: [int(v[5:]) if v.startswith(b"fast:") else None for v in vs],
+    )
+    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
+                        group_id=f"test-{uuid.uuid4().hex}")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: _committed(bootstrap, runner.group_id, topic) == len(values), 30, "all offsets committed")
+    finally:
+        runner.stop()
+        thread.join(30)
+    assert sorted(written) == [1, 2, 4, 5]
+    [dead] = consume(bootstrap, DEADLETTER.name, 1, timeout_s=30, where=lambda m: m.value() and b"test-many" in m.value()
+                     and topic.encode() in m.value())
+    record = decode(dead.value(), expected="dead_letter")
+    assert record["processor"] == "test-many" and record["offset"] == 2 and "'bad'" in record["error"]
+
+
 def test_trace_store_replays_and_partial_overlaps_change_nothing(store_db):
     store = TraceStore(store_db)
     spans = _spans(30)
