@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         600.0, ge=0, validation_alias=AliasChoices("LLMPULSE_METRICS_LATENESS_S", "metrics_lateness_s")
     )
     metrics_caps: str | None = Field(None, validation_alias=AliasChoices("LLMPULSE_METRICS_CAPS", "metrics_caps"))
+    metrics_store_streams: int = Field(
+        2, ge=1, le=16, validation_alias=AliasChoices("LLMPULSE_METRICS_STORE_STREAMS", "metrics_store_streams")
+    )
     points_settle_s: float = Field(
         120.0, ge=0, validation_alias=AliasChoices("LLMPULSE_POINTS_SETTLE_S", "points_settle_s")
     )

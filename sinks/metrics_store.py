@@ -938,7 +938,16 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
     from sinks.runner import BatchSink  # noqa: F811 (runtime import; runner imports processors)
 
     # The sink only appends (at COPY speed); the metrics-compactor job merges.
-    store = MetricsStore(settings.database_url.get_secret_value())
+    # Appends commute, so batches are written over several connections at
+    # once (one store per writer thread): a COPY keeps one server core busy.
+    url = settings.database_url.get_secret_value()
+    stores = threading.local()
+
+    def append(parts: Sequence[bytes | dict]) -> int:
+        if not hasattr(stores, "store"):
+            stores.store = MetricsStore(url)
+        return stores.store.append(parts, checked=True)  # inbox_record checked each one
+
     return BatchSink(
         name="metrics-store",
         topics=(METRIC_WINDOWS.name,),
@@ -947,7 +956,8 @@ def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
         # the extension) through inbox_record.
         decode_many=(lambda values: _copy_rows(values, _current_header())) if _copy_rows is not None else None,
         batch_size=10_000,
-        write=lambda parts: store.append(parts, checked=True),  # inbox_record checked each one
+        write=append,
+        write_streams=settings.metrics_store_streams,
     )
 
 

@@ -2,7 +2,8 @@
 
 Offsets are committed only after the batch is in the database, so a crash
 replays at most the batches in flight (the writes are idempotent). One batch
-is written on a writer thread while the next is consumed and decoded. When the
+is written on a writer thread while the next is consumed and decoded (a sink
+whose writes commute may have several written at once). When the
 database is unreachable the runner pauses its partitions, backs off
 (exponential with jitter) and retries the *same* batch until it is written:
 nothing is lost and nothing is skipped. A message that cannot be decoded, or
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from processors.deadletter import SourceMessage, encode_dead_letter
+from processors.kafka_runtime import FETCH_TUNING, tune_gc_for_streaming
 from processors.metrics import ProcessorMetrics
 from processors.settings import Settings
 from processors.topics import DEADLETTER
@@ -63,6 +66,13 @@ class BatchSink(Generic[Record]):
     #: compiled decoder); a ``None`` in its answer means "use ``decode`` for
     #: this one", which also names the error of a bad message.
     decode_many: Callable[[list[bytes]], list[Record | None]] | None = None
+    #: Batches a worker may write at once, each on its own writer thread
+    #: (``write`` must then be safe to call from several threads, e.g. one
+    #: connection per thread). Only for writes that commute, such as
+    #: appends the database merges later: a later batch may land first.
+    #: Offsets are still committed in batch order. One PostgreSQL backend
+    #: runs a COPY on one core; a second stream uses the second.
+    write_streams: int = 1
 
 
 #: Messages per consume or batch-decode call (see SinkRunner._next_batch).
@@ -83,6 +93,9 @@ class _Pending(Generic[Record]):
 
     batch: _Batch[Record]
     future: Future[float] | None  # the write's seconds
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
 
 
 class SinkRunner(Generic[Record]):
@@ -121,9 +134,7 @@ class SinkRunner(Generic[Record]):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-            # Large batches are consumed together; the default 1 MiB per
-            # partition would cut them short.
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            **FETCH_TUNING,
         })
         self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
 
@@ -133,30 +144,35 @@ class SinkRunner(Generic[Record]):
         """Consume and write until :meth:`stop` is called.
 
         Pipelined: while batch N is written (its COPY mostly waits on the
-        server) the next batch is consumed and decoded; N's offsets are
-        committed once N is in the database, before batch N+1's write
-        starts, so writes stay in order and a crash still replays only
-        uncommitted batches. A write that fails is redone here, on this
-        thread, by the same path as :meth:`handle` (retries while the
-        database is down, one by one to dead-letter a bad row).
+        server) the next batch is consumed and decoded. With one write
+        stream (the default) N's offsets are committed once N is in the
+        database, before batch N+1's write starts, so writes stay in order.
+        With ``sink.write_streams`` > 1 that many batches are written at
+        once; offsets are still committed in batch order, each only once
+        its batch and every earlier one are written. Either way a crash
+        replays only uncommitted batches. A write that fails is redone
+        here, on this thread, by the same path as :meth:`handle` (retries
+        while the database is down, one by one to dead-letter a bad row).
         """
         self.consumer.subscribe(list(self.sink.topics))
         log.info("%s: consuming %s", self.sink.name, ", ".join(self.sink.topics))
-        writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.sink.name}-writer")
-        pending: _Pending | None = None
+        streams = max(1, self.sink.write_streams)
+        writer = ThreadPoolExecutor(streams, thread_name_prefix=f"{self.sink.name}-writer")
+        in_flight: deque[_Pending] = deque()
         try:
             while not self.stopping.is_set():
                 messages = self._next_batch()
                 batch = self._prepare(messages) if messages else None
-                if pending is not None:
-                    self._finish(pending)
-                    pending = None
+                # Oldest first: when a stream is needed, when idle, or as soon
+                # as it is done (its offsets need not wait for a full pipeline).
+                while in_flight and (batch is None or len(in_flight) >= streams or in_flight[0].done()):
+                    self._finish(in_flight.popleft())
                 if batch is not None:
-                    pending = self._start(batch, writer)
+                    in_flight.append(self._start(batch, writer))
                 elif self.sink.idle is not None:
                     self._idle()
-            if pending is not None:
-                self._finish(pending)
+            while in_flight:
+                self._finish(in_flight.popleft())
         finally:
             writer.shutdown(wait=True)
             self.consumer.close()
@@ -345,8 +361,6 @@ def run_sink(sink: BatchSink[Any], settings: Settings) -> None:
     import signal
 
     from processors.metrics import serve_metrics
-
-    from processors.kafka_runtime import tune_gc_for_streaming
 
     registry = CollectorRegistry()
     serve_metrics(settings.metrics_port, registry)

@@ -19,11 +19,13 @@ each worker drain its backlog alone and times it:
   ``--replay-rows``, 300,000 by default: the emitted ones alone are a few
   thousand rows, a drain shorter than the progress poll can time). The store
   appends (binary COPY into ``metric_window_inbox``). Next to it, the same
-  rows COPYed into the same table (emptied first) three ways, once before
+  rows COPYed into the same table (emptied first) four ways, once before
   and once after the sink (averaged): decoded off the clock and written by
   psycopg (a client's raw binary COPY: the target's baseline), decoded from
-  their messages on the way, and as COPY bytes made beforehand (no client
-  work at all: what the server alone takes);
+  their messages on the way, as COPY bytes made beforehand (no client work
+  at all: what one server backend alone takes), and those bytes over as
+  many connections at once as the sink writes with (its
+  ``metrics_store_streams``: what the server takes on every core);
 - metrics compactor: ``llmpulse run metrics-compactor`` until the inbox holds
   none of the emitted partials (dedupe by rank, merge partials and sketches,
   upsert minutes, queue and roll up hours and days); it runs before the
@@ -47,6 +49,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +58,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from processors.generator import TrafficModel
+from processors.kafka_runtime import FETCH_TUNING
 from processors.settings import Settings
 from processors.topics import METRIC_WINDOWS, SPANS, SPANS_ENRICHED
 from schemas.codec import encode
@@ -118,7 +122,7 @@ def publish(bootstrap: str, spans: int, seed: int) -> int:
 def raw_consume_rate(bootstrap: str, start: dict[int, int], end: dict[int, int]) -> tuple[int, float]:
     """Messages/s of a bare consumer over the [start, end) backlog of llm.spans."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "max.partition.fetch.bytes": 8 << 20})
+                         "enable.auto.commit": False, **FETCH_TUNING})  # as the workers fetch
     consumer.assign([TopicPartition(SPANS.name, p, o) for p, o in start.items()])
     total = sum(end[p] - start[p] for p in start)
     seen = 0
@@ -218,14 +222,16 @@ class CopyRates:
     decoded: float   # rows decoded off the clock, psycopg writes each (a client's raw binary COPY)
     decoding: float  # the same, decoding each row from its message on the way
     encoded: float   # the rows' COPY bytes made beforehand, written as they are (the server's ceiling)
+    parallel: float  # the same bytes in 10,000-row COPYs over the sink's number of connections at once
 
 
-def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
+def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
     """:class:`CopyRates` of these ``metric_window`` messages' rows, COPYed into the (emptied) inbox.
 
     The sink's own table, emptied before each COPY, so a baseline and the
     sink start from the same state; the caller empties it before the sink
-    runs too.
+    runs too. ``streams``: connections of the parallel baseline (the sink's
+    ``metrics_store_streams``).
     """
     from schemas.codec import decode
     from sinks.metrics_store import _COPY_SIGNATURE, APPEND_COLUMNS, _inbox_row, inbox_record
@@ -257,6 +263,27 @@ def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
                 copy.write(b"".join(rows[at:at + 10_000]))
         return time.perf_counter() - began
 
+    def copy_parallel(rows: list[bytes]) -> float:
+        # What the sink does with its write streams, without Kafka or
+        # decoding: batches of 10,000 rows, each stream its own connection.
+        batches = [rows[at:at + 10_000] for at in range(0, len(rows), 10_000)]
+
+        def copy_every(nth: int, conn: psycopg.Connection) -> None:
+            for batch in batches[nth::streams]:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+                    copy.write(_COPY_SIGNATURE + b"".join(batch))
+
+        conns = [psycopg.connect(db_url, autocommit=True) for _ in range(streams)]
+        try:
+            began = time.perf_counter()
+            with ThreadPoolExecutor(streams) as pool:
+                for done in [pool.submit(copy_every, i, c) for i, c in enumerate(conns)]:
+                    done.result()
+            return time.perf_counter() - began
+        finally:
+            for c in conns:
+                c.close()
+
     with psycopg.connect(db_url, autocommit=True) as conn:
         types = [r[0].split("(")[0] for r in conn.execute(  # numeric(18,9) -> numeric
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
@@ -273,7 +300,8 @@ def raw_copy_rates(db_url: str, values: list[bytes]) -> CopyRates:
             rates = []
             for run in (lambda: copy_rows(conn, types, decode_off_clock=True),
                         lambda: copy_rows(conn, types, decode_off_clock=False),
-                        lambda: copy_bytes(conn, encoded)):
+                        lambda: copy_bytes(conn, encoded),
+                        lambda: copy_parallel(encoded)):
                 conn.execute("TRUNCATE metric_window_inbox")
                 rates.append(run())
         finally:
@@ -373,12 +401,13 @@ def main(argv: list[str] | None = None) -> dict:
     replay_partials(bootstrap, emitted, args.replay_rows)
     replay_end = _ends(probe, METRIC_WINDOWS.name)
     replayed = read_values(bootstrap, METRIC_WINDOWS.name, replay_start, replay_end)
-    copy_before = raw_copy_rates(bench_url, replayed)
+    streams = settings.metrics_store_streams
+    copy_before = raw_copy_rates(bench_url, replayed, streams)
     sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
     sink = drain("metrics-store", env, logs / "metrics-store.log",
                  lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
                  _total(replay_end) - sink_start)
-    copy = _mean_rates(copy_before, raw_copy_rates(bench_url, replayed))  # leaves the inbox empty
+    copy = _mean_rates(copy_before, raw_copy_rates(bench_url, replayed, streams))  # leaves the inbox empty
     copy_n = len(replayed)
     probe.close()
     for client in _PROBES.values():
@@ -403,6 +432,9 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_store_vs_decode_and_copy": round(sink.steady_per_s / (copy_n / copy.decoding), 3),
         "preencoded_copy_rows_per_s": round(copy_n / copy.encoded),
         "metrics_store_vs_preencoded_copy": round(sink.steady_per_s / (copy_n / copy.encoded), 3),
+        "metrics_store_streams": streams,
+        "parallel_preencoded_copy_rows_per_s": round(copy_n / copy.parallel),
+        "metrics_store_vs_parallel_preencoded_copy": round(sink.steady_per_s / (copy_n / copy.parallel), 3),
         "metrics_compactor_partials_per_s": round(compactor.steady_per_s),
         "metrics_compactor_wall_s": round(compactor.wall_s, 1),
         "ingest_wall_s": round(ingest.wall_s, 1),

@@ -162,6 +162,43 @@ def test_offsets_wait_for_the_background_write_and_writes_stay_in_order(bootstra
     assert written == list(range(30))
 
 
+def test_with_two_write_streams_a_later_batch_is_written_meanwhile_but_offsets_stay_in_order(
+        bootstrap, producer, topic_factory):
+    """``write_streams=2``: while the first batch's write is held, the next batch is written on the
+    second stream, yet nothing is committed until the first is in; then everything is."""
+    topic = topic_factory("sink", partitions=1)
+    for i in range(30):
+        producer.produce(topic, key=b"k", value=str(i).encode())
+    producer.flush(30)
+    release, written, later_written = threading.Event(), [], threading.Event()
+    lock = threading.Lock()
+
+    def write(batch: list[int]) -> None:
+        if 0 in batch:
+            assert release.wait(30)
+        with lock:
+            written.extend(batch)
+        if 0 not in batch:
+            later_written.set()
+
+    sink = BatchSink("test-streams", (topic,), lambda v: int(v.decode()), write, write_streams=2)
+    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
+                        group_id=f"test-{uuid.uuid4().hex}")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        assert later_written.wait(30), "the second stream never wrote while the first was held"
+        time.sleep(1.0)
+        assert 0 not in written and _committed(bootstrap, runner.group_id, topic) == 0
+        release.set()
+        _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
+    finally:
+        release.set()
+        runner.stop()
+        thread.join(30)
+    assert sorted(written) == list(range(30))
+
+
 def test_batch_decoder_declines_go_through_decode_and_bad_ones_are_dead_lettered(bootstrap, producer, topic_factory):
     """``decode_many`` answers what it can; a None is decoded by ``decode``, which names a bad message."""
     topic = topic_factory("sink", partitions=1)
