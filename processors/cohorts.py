@@ -886,8 +886,9 @@ def apply_update(table: MutableMapping[Any, Any], user_id: Any, incoming: Profil
 class ProfileStore:
     """Latest profile per user, in memory, bounded (least recently used out).
 
-    For tests and benchmarks; the processor keeps profiles in a faust Table
-    with the same rules (:func:`apply_update`). An evicted user reads as
+    For tests and benchmarks; the ingest worker keeps every profile in a
+    :class:`processors.tables.CompactedTable` over ``llm.users`` with the
+    same rules (:func:`newer`, tombstones delete). An evicted user reads as
     "no profile" (cohorts ``unknown``) until their profile is sent again.
 
     Parameters

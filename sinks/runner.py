@@ -16,6 +16,7 @@ directly and faster.
 from __future__ import annotations
 
 import logging
+import operator
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -83,7 +85,8 @@ _CHUNK = 1000
 class _Batch(Generic[Record]):
     """A consumed batch: what decoded, and the next offset of each (topic, partition)."""
 
-    records: list[tuple[Message, Record]]
+    messages: list[Message]  # messages[i] is where records[i] came from
+    records: list[Record]
     next_offsets: dict[tuple[str, int], int]
 
 
@@ -209,7 +212,7 @@ class SinkRunner(Generic[Record]):
         """Decode, write (retrying), dead-letter what is bad, then commit (one batch, not pipelined)."""
         batch = self._prepare(messages)
         if batch.records:
-            self._write_all(batch.records)
+            self._write_all(batch.messages, batch.records)
         self.producer.flush(30)  # dead letters are durable before their offsets are committed
         self._commit(batch.next_offsets)
 
@@ -226,12 +229,11 @@ class SinkRunner(Generic[Record]):
         for topic, count in counts.items():
             if count:
                 self.metrics.events_in.labels(self.sink.name, topic).inc(count)
-        return _Batch(self._decode(live), next_offsets)
+        return _Batch(*self._decode(live), next_offsets)
 
     def _start(self, batch: _Batch, writer: ThreadPoolExecutor) -> _Pending:
         """Begin writing ``batch`` on the writer thread."""
-        records = [r for _, r in batch.records]
-        return _Pending(batch, writer.submit(self._timed_write, records) if records else None)
+        return _Pending(batch, writer.submit(self._timed_write, batch.records) if batch.records else None)
 
     def _timed_write(self, records: list[Record]) -> float:
         started = time.perf_counter()
@@ -246,15 +248,15 @@ class SinkRunner(Generic[Record]):
                 seconds = pending.future.result()
             except Exception as exc:  # noqa: BLE001 - the synchronous path sorts transient from bad
                 log.info("%s: background write failed (%s); redoing it", self.sink.name, exc)
-                self._write_all(batch.records)
+                self._write_all(batch.messages, batch.records)
             else:
                 self.batch_seconds.labels(self.sink.name).observe(seconds)
                 self.metrics.events_out.labels(self.sink.name, "database").inc(len(batch.records))
         self.producer.flush(30)  # dead letters are durable before their offsets are committed
         self._commit(batch.next_offsets)
 
-    def _decode(self, live: list[Message]) -> list[tuple[Message, Record]]:
-        """``(message, record)`` of every message that decodes; the others are dead-lettered."""
+    def _decode(self, live: list[Message]) -> tuple[list[Message], list[Record]]:
+        """The messages that decode and their records, in step; the others are dead-lettered."""
         sink = self.sink
         decoded: list[Record | None] = [None] * len(live)
         if sink.decode_many is not None and sink.decode_message is None and live:
@@ -264,27 +266,30 @@ class SinkRunner(Generic[Record]):
             except Exception:  # a bug there must not stop the sink: decode one by one instead
                 log.exception("%s: batch decode failed; decoding this batch one message at a time", sink.name)
                 decoded = [None] * len(live)
-        records = list(zip(live, decoded, strict=True))
-        bad: set[int] = set()
-        for i in [i for i, record in enumerate(decoded) if record is None]:
-            msg = live[i]
-            try:
-                records[i] = (msg, sink.decode_message(msg) if sink.decode_message else sink.decode(msg.value()))
-            except Exception as exc:  # a message we cannot read is that message's fault
-                self._dead_letter(msg, exc)
-                bad.add(i)
-        return [r for i, r in enumerate(records) if i not in bad] if bad else records
+            if not any(map(operator.is_, decoded, repeat(None))):  # the usual case, checked in C
+                return live, decoded
+        messages, records = [], []
+        for msg, record in zip(live, decoded, strict=True):
+            if record is None:
+                try:
+                    record = sink.decode_message(msg) if sink.decode_message else sink.decode(msg.value())
+                except Exception as exc:  # a message we cannot read is that message's fault
+                    self._dead_letter(msg, exc)
+                    continue
+            messages.append(msg)
+            records.append(record)
+        return messages, records
 
-    def _write_all(self, records: list[tuple[Message, Record]]) -> None:
+    def _write_all(self, messages: list[Message], records: list[Record]) -> None:
         started = time.perf_counter()
         try:
-            self._write_retrying([r for _, r in records])
+            self._write_retrying(records)
         except (psycopg.OperationalError, InterruptedError):
             raise
         except Exception as exc:
             # One bad row fails the whole batch; find it by writing one at a time.
             log.warning("%s: batch of %d rejected (%s); writing one by one", self.sink.name, len(records), exc)
-            for msg, record in records:
+            for msg, record in zip(messages, records, strict=True):
                 try:
                     self._write_retrying([record])
                 except (psycopg.OperationalError, InterruptedError):

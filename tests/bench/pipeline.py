@@ -18,9 +18,11 @@ each worker drain its backlog alone and times it:
   windows the metrics worker just emitted (published again until there are
   ``--replay-rows``, 300,000 by default: the emitted ones alone are a few
   thousand rows, a drain shorter than the progress poll can time). The store
-  appends (binary COPY into ``metric_window_inbox``). Next to it, the same
-  rows COPYed into the same table (emptied first) four ways, once before
-  and once after the sink (averaged): decoded off the clock and written by
+  appends (binary COPY into ``metric_window_inbox``); it drains the replay
+  ``--sink-rounds`` times (its offsets rewound each time). Next to it, the
+  same rows COPYed into the same table (emptied first) four ways, before the
+  first drain and after each (all averaged: COPY speed on this shared
+  machine drifts by tens of percent in minutes): decoded off the clock and written by
   psycopg (a client's raw binary COPY: the target's baseline), decoded from
   their messages on the way, as COPY bytes made beforehand (no client work
   at all: what one server backend alone takes), and those bytes over as
@@ -45,6 +47,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -128,7 +131,9 @@ def raw_consume_rate(bootstrap: str, start: dict[int, int], end: dict[int, int])
     seen = 0
     began = time.perf_counter()
     while seen < total:
-        seen += sum(1 for m in consumer.consume(5000, timeout=1.0) if not m.error())
+        # Never more than is left: consume() waits out its timeout for a
+        # batch it cannot fill, which would add a second to the ceiling.
+        seen += sum(1 for m in consumer.consume(min(5000, total - seen), timeout=1.0) if not m.error())
     elapsed = time.perf_counter() - began
     consumer.close()
     return total, elapsed
@@ -159,6 +164,10 @@ class Drained:
 
 def drain(name: str, env: dict[str, str], log: Path, progress, total: int) -> Drained:
     """Start worker ``name``; wait until ``progress()`` reaches ``total``."""
+    # What earlier phases wrote (PostgreSQL's heap and WAL, Kafka's log:
+    # gigabytes, in the page cache) the kernel writes back about 30 s later,
+    # on these same two cores; flushed first, no phase pays for the one before.
+    os.sync()
     began = time.perf_counter()
     proc = _worker(name, env, log)
     first: tuple[float, int] | None = None
@@ -184,7 +193,7 @@ def read_values(bootstrap: str, topic: str, start: dict[int, int], end: dict[int
     total = sum(end[p] - start[p] for p in start)
     values: list[bytes] = []
     while len(values) < total:
-        values += [m.value() for m in consumer.consume(5000, timeout=1.0) if not m.error()]
+        values += [m.value() for m in consumer.consume(min(5000, total - len(values)), timeout=1.0) if not m.error()]
     consumer.close()
     return values[:total]
 
@@ -260,7 +269,7 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
         with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
             copy.write(_COPY_SIGNATURE)
             for at in range(0, len(rows), 10_000):
-                copy.write(b"".join(rows[at:at + 10_000]))
+                copy.write(memoryview(b"".join(rows[at:at + 10_000])))  # as the sink writes
         return time.perf_counter() - began
 
     def copy_parallel(rows: list[bytes]) -> float:
@@ -271,7 +280,7 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
         def copy_every(nth: int, conn: psycopg.Connection) -> None:
             for batch in batches[nth::streams]:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
-                    copy.write(_COPY_SIGNATURE + b"".join(batch))
+                    copy.write(memoryview(b"".join([_COPY_SIGNATURE, *batch])))
 
         conns = [psycopg.connect(db_url, autocommit=True) for _ in range(streams)]
         try:
@@ -303,6 +312,7 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
                         lambda: copy_bytes(conn, encoded),
                         lambda: copy_parallel(encoded)):
                 conn.execute("TRUNCATE metric_window_inbox")
+                os.sync()  # as in drain()
                 rates.append(run())
         finally:
             gc.enable()
@@ -310,8 +320,18 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
     return CopyRates(*rates)
 
 
-def _mean_rates(a: CopyRates, b: CopyRates) -> CopyRates:
-    return CopyRates(*((x + y) / 2 for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True)))
+def _mean_rates(rounds: list[CopyRates]) -> CopyRates:
+    return CopyRates(*map(statistics.mean, zip(*map(dataclasses.astuple, rounds), strict=True)))
+
+
+def _rewind(group: str, bootstrap: str, offsets: dict[int, int]) -> None:
+    """Set ``group``'s committed offsets on ``llm.metric_windows`` (no member may be running)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(METRIC_WINDOWS.name, p, o) for p, o in offsets.items()],
+                        asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def _inbox_rows(db_url: str) -> int:
@@ -339,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--replay-rows", type=int, default=300_000,
                         help="partials the metrics-store sink is timed on (the emitted ones, replayed)")
+    parser.add_argument("--sink-rounds", type=int, default=2,
+                        help="times the metrics-store sink drains the replay, each followed by the COPY baselines")
     args = parser.parse_args(argv)
     settings = Settings()
     bootstrap = settings.kafka_bootstrap_servers
@@ -402,12 +424,21 @@ def main(argv: list[str] | None = None) -> dict:
     replay_end = _ends(probe, METRIC_WINDOWS.name)
     replayed = read_values(bootstrap, METRIC_WINDOWS.name, replay_start, replay_end)
     streams = settings.metrics_store_streams
-    copy_before = raw_copy_rates(bench_url, replayed, streams)
-    sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
-    sink = drain("metrics-store", env, logs / "metrics-store.log",
-                 lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
-                 _total(replay_end) - sink_start)
-    copy = _mean_rates(copy_before, raw_copy_rates(bench_url, replayed, streams))  # leaves the inbox empty
+    # Autovacuum's pass over the inbox after 300,000 inserts would land in
+    # whichever timed phase is running (a whole core for seconds); the bench
+    # database is dropped afterwards.
+    with psycopg.connect(bench_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE metric_window_inbox SET (autovacuum_enabled = false)")
+    copies = [raw_copy_rates(bench_url, replayed, streams)]
+    sinks = []
+    for _ in range(args.sink_rounds):
+        _rewind("llmpulse-metrics-store", bootstrap, replay_start)
+        sinks.append(drain("metrics-store", env, logs / "metrics-store.log",
+                           lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
+                           - _total(replay_start), _total(replay_end) - _total(replay_start)))
+        copies.append(raw_copy_rates(bench_url, replayed, streams))  # leaves the inbox empty
+    copy = _mean_rates(copies)
+    sink = Drained(statistics.mean(d.wall_s for d in sinks), statistics.mean(d.steady_per_s for d in sinks))
     copy_n = len(replayed)
     probe.close()
     for client in _PROBES.values():
@@ -425,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics_vs_raw": round(metrics.steady_per_s / raw, 3),
         "metrics_partials": partials,
         "metrics_store_rows_per_s": round(sink.steady_per_s),
+        "metrics_store_rounds_rows_per_s": [round(d.steady_per_s) for d in sinks],
         "metrics_store_rows": copy_n,
         "raw_binary_copy_rows_per_s": round(copy_n / copy.decoded),
         "metrics_store_vs_copy": round(sink.steady_per_s / (copy_n / copy.decoded), 3),
