@@ -46,7 +46,7 @@ FETCH_TUNING = {
     # Once a partition's prefetch queue is full, librdkafka waits this long
     # before fetching it again (default 1 s); a worker that empties the
     # queue sooner then idles for the rest. With 20 ms a bare consumer reads
-    # a backlog of 1.5 KB partials at ~700,000 instead of ~125,000 msgs/s
+    # a backlog of 1.5 KB partials at ~660,000 instead of ~125,000 msgs/s
     # (docs/benchmarks.md).
     "fetch.queue.backoff.ms": 20,
 }

@@ -22,7 +22,7 @@ each worker drain its backlog alone and times it:
   ``--sink-rounds`` times (its offsets rewound each time). Next to it, the
   same rows COPYed into the same table (emptied first) four ways, before the
   first drain and after each (all averaged: COPY speed on this shared
-  machine drifts by tens of percent in minutes): decoded off the clock and written by
+  machine drifts by tens of percent in minutes): decoded beforehand and written by
   psycopg (a client's raw binary COPY: the target's baseline), decoded from
   their messages on the way, as COPY bytes made beforehand (no client work
   at all: what one server backend alone takes), and those bytes over as
@@ -228,7 +228,7 @@ def replay_partials(bootstrap: str, values: list[bytes], rows: int) -> int:
 class CopyRates:
     """Seconds for a binary COPY of the sink's rows into its table, three ways."""
 
-    decoded: float   # rows decoded off the clock, psycopg writes each (a client's raw binary COPY)
+    decoded: float   # rows decoded beforehand, psycopg writes each (a client's raw binary COPY)
     decoding: float  # the same, decoding each row from its message on the way
     encoded: float   # the rows' COPY bytes made beforehand, written as they are (the server's ceiling)
     parallel: float  # the same bytes in 10,000-row COPYs over the sink's number of connections at once
@@ -247,22 +247,18 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
 
     statement = f"COPY metric_window_inbox ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
-    def copy_rows(conn: psycopg.Connection, types: list[str], decode_off_clock: bool) -> float:
-        # Rows decoded 10,000 at a time, so the baseline is not slowed by
-        # walking 300,000 rows' objects in memory; with decode_off_clock the
-        # decoding is not timed (the server keeps working meanwhile: a
-        # stricter baseline, if anything).
-        began, off_clock = time.perf_counter(), 0.0
+    def copy_rows(conn: psycopg.Connection, types: list[str], rows: list[tuple] | None) -> float:
+        # ``rows``: decoded beforehand (a client's raw COPY of rows it has);
+        # None: each decoded from its message on the way. Not decoded in
+        # untimed pauses between chunks: the server would go on with what is
+        # buffered meanwhile, off the clock (10-20 % faster than it is).
+        began = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
             copy.set_types(types)
-            for at in range(0, len(values), 10_000):
-                decoding = time.perf_counter()
-                rows = [_inbox_row(decode(v, expected="metric_window")) for v in values[at:at + 10_000]]
-                if decode_off_clock:
-                    off_clock += time.perf_counter() - decoding
-                for row in rows:
-                    copy.write_row(row)
-        return time.perf_counter() - began - off_clock
+            for row in rows if rows is not None else (
+                    _inbox_row(decode(v, expected="metric_window")) for v in values):
+                copy.write_row(row)
+        return time.perf_counter() - began
 
     def copy_bytes(conn: psycopg.Connection, rows: list[bytes]) -> float:
         began = time.perf_counter()
@@ -306,15 +302,17 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
         # on every collection and make these baselines look slower than they are.
         gc.disable()
         try:
+            decoded = [_inbox_row(decode(v, expected="metric_window")) for v in values]
             rates = []
-            for run in (lambda: copy_rows(conn, types, decode_off_clock=True),
-                        lambda: copy_rows(conn, types, decode_off_clock=False),
+            for run in (lambda: copy_rows(conn, types, decoded),
+                        lambda: copy_rows(conn, types, None),
                         lambda: copy_bytes(conn, encoded),
                         lambda: copy_parallel(encoded)):
                 conn.execute("TRUNCATE metric_window_inbox")
                 os.sync()  # as in drain()
                 rates.append(run())
         finally:
+            decoded = None  # freed before the collector is back
             gc.enable()
         conn.execute("TRUNCATE metric_window_inbox")
     return CopyRates(*rates)
