@@ -1,9 +1,11 @@
 """The sink runner against the real broker and a real database that goes away."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
@@ -130,13 +132,31 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         probe.close()
 
 
+@contextlib.contextmanager
+def _running(sink: BatchSink, bootstrap: str) -> Iterator[SinkRunner]:
+    """A runner over ``sink`` (batches of up to 10) on its own thread; stopped and joined on exit."""
+    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
+                        group_id=f"test-{uuid.uuid4().hex}")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        thread.join(30)
+
+
+def _publish_numbers(producer, topic: str, n: int) -> None:
+    for i in range(n):
+        producer.produce(topic, key=b"k", value=str(i).encode())
+    producer.flush(30)
+
+
 def test_offsets_wait_for_the_background_write_and_writes_stay_in_order(bootstrap, producer, topic_factory):
     """While batch N is written on the writer thread the next is consumed, but N's offsets are
     committed only once N is written, and N+1 is written only after N."""
     topic = topic_factory("sink", partitions=1)
-    for i in range(30):
-        producer.produce(topic, key=b"k", value=str(i).encode())
-    producer.flush(30)
+    _publish_numbers(producer, topic, 30)
     release, written, started = threading.Event(), [], threading.Event()
 
     def write(batch: list[int]) -> None:
@@ -145,20 +165,15 @@ def test_offsets_wait_for_the_background_write_and_writes_stay_in_order(bootstra
         written.extend(batch)
 
     sink = BatchSink("test-order", (topic,), lambda v: int(v.decode()), write)
-    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
-                        group_id=f"test-{uuid.uuid4().hex}")
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(30)
-        time.sleep(1.0)  # the loop has consumed the next batch by now, and must still be waiting
-        assert written == [] and _committed(bootstrap, runner.group_id, topic) == 0
-        release.set()
-        _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
-    finally:
-        release.set()
-        runner.stop()
-        thread.join(30)
+    with _running(sink, bootstrap) as runner:
+        try:
+            assert started.wait(30)
+            time.sleep(1.0)  # the loop has consumed the next batch by now, and must still be waiting
+            assert written == [] and _committed(bootstrap, runner.group_id, topic) == 0
+            release.set()
+            _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
+        finally:
+            release.set()
     assert written == list(range(30))
 
 
@@ -167,9 +182,7 @@ def test_with_two_write_streams_a_later_batch_is_written_meanwhile_but_offsets_s
     """``write_streams=2``: while the first batch's write is held, the next batch is written on the
     second stream, yet nothing is committed until the first is in; then everything is."""
     topic = topic_factory("sink", partitions=1)
-    for i in range(30):
-        producer.produce(topic, key=b"k", value=str(i).encode())
-    producer.flush(30)
+    _publish_numbers(producer, topic, 30)
     release, written, later_written = threading.Event(), [], threading.Event()
     lock = threading.Lock()
 
@@ -182,20 +195,15 @@ def test_with_two_write_streams_a_later_batch_is_written_meanwhile_but_offsets_s
             later_written.set()
 
     sink = BatchSink("test-streams", (topic,), lambda v: int(v.decode()), write, write_streams=2)
-    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
-                        group_id=f"test-{uuid.uuid4().hex}")
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        assert later_written.wait(30), "the second stream never wrote while the first was held"
-        time.sleep(1.0)
-        assert 0 not in written and _committed(bootstrap, runner.group_id, topic) == 0
-        release.set()
-        _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
-    finally:
-        release.set()
-        runner.stop()
-        thread.join(30)
+    with _running(sink, bootstrap) as runner:
+        try:
+            assert later_written.wait(30), "the second stream never wrote while the first was held"
+            time.sleep(1.0)  # time enough to commit the later batch, which must not happen
+            assert 0 not in written and _committed(bootstrap, runner.group_id, topic) == 0
+            release.set()
+            _wait(lambda: _committed(bootstrap, runner.group_id, topic) == 30, 30, "all offsets committed")
+        finally:
+            release.set()
     assert sorted(written) == list(range(30))
 
 
@@ -212,15 +220,8 @@ def test_batch_decoder_declines_go_through_decode_and_bad_ones_are_dead_lettered
         write=written.extend,
         decode_many=lambda vs: [int(v[5:]) if v.startswith(b"fast:") else None for v in vs],
     )
-    runner = SinkRunner(sink, Settings(kafka_bootstrap_servers=bootstrap), batch_size=10, max_wait_s=0.2,
-                        group_id=f"test-{uuid.uuid4().hex}")
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
+    with _running(sink, bootstrap) as runner:
         _wait(lambda: _committed(bootstrap, runner.group_id, topic) == len(values), 30, "all offsets committed")
-    finally:
-        runner.stop()
-        thread.join(30)
     assert sorted(written) == [1, 2, 4, 5]
     [dead] = consume(bootstrap, DEADLETTER.name, 1, timeout_s=30, where=lambda m: m.value() and b"test-many" in m.value()
                      and topic.encode() in m.value())
