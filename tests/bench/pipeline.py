@@ -226,11 +226,11 @@ def replay_partials(bootstrap: str, values: list[bytes], rows: int) -> int:
 
 @dataclass
 class CopyRates:
-    """Seconds for a binary COPY of the sink's rows into its table, three ways."""
+    """Seconds for a binary COPY of the sink's rows into its table, four ways."""
 
     decoded: float   # rows decoded beforehand, psycopg writes each (a client's raw binary COPY)
     decoding: float  # the same, decoding each row from its message on the way
-    encoded: float   # the rows' COPY bytes made beforehand, written as they are (the server's ceiling)
+    encoded: float   # the rows' COPY bytes made beforehand, written as they are (one backend's ceiling)
     parallel: float  # the same bytes in 10,000-row COPYs over the sink's number of connections at once
 
 
