@@ -123,11 +123,18 @@ def incident_points(project: str, start: datetime, minutes: int, history_hours: 
     return points
 
 
-def incident_spans(project: str, start: datetime, minutes: int, per_minute: int = 20,
+def incident_spans(project: str, start: datetime, minutes: int, per_minute: int = 100,
                    baseline_minutes: int = 10, seed: int = 1) -> list[dict[str, Any]]:
     """Real spans behind the incident: ``gpt-4o`` fails 40 % from ``start``; ``claude`` stays healthy.
 
     ``baseline_minutes`` of healthy traffic before ``start`` let the root cause compare before and during.
+    Ingest tags these spans with every running experiment's variant, assigned
+    per user, so the variant dimension splits the traffic into many small
+    segments. At 20 spans a minute some of those held so few requests that
+    by chance they looked as surprising as the failing model, and the
+    demo's root cause named a variant; at 100 it names the model for every
+    seed tried (tests/unit/test_demo_scenarios.py). Users are drawn
+    independently of the model, as in real traffic.
     """
     from schemas.samples import sample
 
@@ -139,14 +146,14 @@ def incident_spans(project: str, start: datetime, minutes: int, per_minute: int 
             model = "gpt-4o" if i % 2 else "claude-3-5-haiku"
             failing = minute >= 0 and model == "gpt-4o"
             error = rng.random() < (0.4 if failing else 0.02)
-            end = at + timedelta(seconds=1 + i * 2)
+            end = at + timedelta(seconds=(i + 0.5) * 60 / per_minute)  # spread over the minute
             spans.append(sample(
                 "span", trace_id=f"{rng.getrandbits(128):032x}", span_id=f"{rng.getrandbits(64):016x}",
                 parent_span_id=None, project=project, request_model=model, response_model=model,
                 provider="openai" if model == "gpt-4o" else "anthropic", experiments={},
                 status="error" if error else "ok", error_type="RateLimitError" if error else None,
                 start_time=end - timedelta(milliseconds=900), end_time=end, first_token_time=None,
-                user_id=f"user-incident-{i}"))
+                user_id=f"user-incident-{rng.randrange(per_minute)}"))
     return spans
 
 
