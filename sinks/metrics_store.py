@@ -927,7 +927,7 @@ def _current_header() -> bytes:
     return MAGIC + default_codec().catalog.current("metric_window").fingerprint
 
 
-def metrics_store_sink(settings: Settings) -> BatchSink[dict]:
+def metrics_store_sink(settings: Settings) -> BatchSink[bytes | dict]:
     """The metrics store as a :class:`sinks.runner.BatchSink` over ``llm.metric_windows``.
 
     Examples

@@ -154,8 +154,8 @@ class SinkRunner(Generic[Record]):
         once; offsets are still committed in batch order, each only once
         its batch and every earlier one are written. Either way a crash
         replays only uncommitted batches. A write that fails is redone
-        here, on this thread, by the same path as :meth:`handle` (retries
-        while the database is down, one by one to dead-letter a bad row).
+        here, on this thread, synchronously (retries while the database is
+        down, one by one to dead-letter a bad row).
         """
         self.consumer.subscribe(list(self.sink.topics))
         log.info("%s: consuming %s", self.sink.name, ", ".join(self.sink.topics))
@@ -207,14 +207,6 @@ class SinkRunner(Generic[Record]):
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return."""
         self.stopping.set()
-
-    def handle(self, messages: list[Message]) -> None:
-        """Decode, write (retrying), dead-letter what is bad, then commit (one batch, not pipelined)."""
-        batch = self._prepare(messages)
-        if batch.records:
-            self._write_all(batch.messages, batch.records)
-        self.producer.flush(30)  # dead letters are durable before their offsets are committed
-        self._commit(batch.next_offsets)
 
     def _prepare(self, messages: list[Message]) -> _Batch:
         """Count, decode (dead-lettering what does not decode) and note the offsets to commit."""

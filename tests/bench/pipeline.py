@@ -243,9 +243,8 @@ def raw_copy_rates(db_url: str, values: list[bytes], streams: int) -> CopyRates:
     ``metrics_store_streams``).
     """
     from schemas.codec import decode
+    from sinks.metrics_store import _APPEND as statement  # the sink's own COPY statement
     from sinks.metrics_store import _COPY_SIGNATURE, APPEND_COLUMNS, _inbox_row, inbox_record
-
-    statement = f"COPY metric_window_inbox ({', '.join(APPEND_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def copy_rows(conn: psycopg.Connection, types: list[str], rows: list[tuple] | None) -> float:
         # ``rows``: decoded beforehand (a client's raw COPY of rows it has);
@@ -404,17 +403,20 @@ def main(argv: list[str] | None = None) -> dict:
                     _total(_ends(probe, SPANS_ENRICHED.name)) - metrics_start)
     windows_end = _ends(probe, METRIC_WINDOWS.name)
     partials = _total(windows_end) - _total(windows_start)
-    sink_start = _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
-    drain("metrics-store", env, logs / "metrics-store.log",
-          lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name)) - sink_start,
+    def store_committed() -> int:
+        return _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
+
+    sink_start = store_committed()
+    drain("metrics-store", env, logs / "metrics-store.log", lambda: store_committed() - sink_start,
           _total(windows_end) - sink_start)
     inbox = _inbox_rows(bench_url)
     compactor = drain("metrics-compactor", env, logs / "metrics-compactor.log",
                       lambda: inbox - _inbox_rows(bench_url), inbox)
 
     # The sink's rate, on a replay of those partials big enough to time,
-    # between two rounds of the COPY baselines into the same (emptied) table:
-    # COPY speed on a shared machine drifts by tens of percent in minutes.
+    # drained --sink-rounds times between rounds of the COPY baselines into
+    # the same (emptied) table: COPY speed on a shared machine drifts by tens
+    # of percent in minutes.
     emitted = read_values(bootstrap, METRIC_WINDOWS.name, windows_start, windows_end)
     print(f"replaying {len(emitted)} partials to {args.replay_rows} rows ...", flush=True)
     replay_start = _ends(probe, METRIC_WINDOWS.name)
@@ -432,8 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.sink_rounds):
         _rewind("llmpulse-metrics-store", bootstrap, replay_start)
         sinks.append(drain("metrics-store", env, logs / "metrics-store.log",
-                           lambda: _total(_committed(bootstrap, "llmpulse-metrics-store", METRIC_WINDOWS.name))
-                           - _total(replay_start), _total(replay_end) - _total(replay_start)))
+                           lambda: store_committed() - _total(replay_start), _total(replay_end) - _total(replay_start)))
         copies.append(raw_copy_rates(bench_url, replayed, streams))  # leaves the inbox empty
     copy = _mean_rates(copies)
     sink = Drained(statistics.mean(d.wall_s for d in sinks), statistics.mean(d.steady_per_s for d in sinks))

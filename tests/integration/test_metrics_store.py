@@ -33,6 +33,7 @@ from sinks.metrics_store import (
     metrics_store_sink,
 )
 from sinks.migrate import migrate, rollback
+from tests.avro_versions import encode_version
 
 PARTITIONS = 3
 # 22:30 UTC, three hours: the traffic crosses midnight, so two UTC days.
@@ -408,21 +409,6 @@ def test_migration_up_down_up_keeps_spans_and_drops_metrics(store, db):
     assert migrate(db) == later[::-1]
     assert rows(db) == []
     assert store.write([sample("metric_window")]).minutes == 1
-
-
-def encode_version(name: str, version: int, record: dict) -> bytes:
-    """``record`` as a producer still on schema ``version`` of ``name`` would write it."""
-    import io
-
-    import fastavro
-
-    from schemas.codec import MAGIC, default_codec
-
-    shipped = default_codec().catalog.versions(name)[version - 1]
-    out = io.BytesIO(MAGIC + shipped.fingerprint)
-    out.seek(0, io.SEEK_END)
-    fastavro.schemaless_writer(out, fastavro.parse_schema(shipped.schema), record)
-    return out.getvalue()
 
 
 def test_sink_decodes_messages_and_writes_them(db, sim):
